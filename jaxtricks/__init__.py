@@ -3,6 +3,9 @@
 __version__ = "0.1.0"
 
 from jaxtricks import activations as activations
+from jaxtricks import attribution as attribution
+from jaxtricks import distances as distances
+from jaxtricks import embeddings as embeddings
 from jaxtricks import losses as losses
 from jaxtricks import nn as nn
 from jaxtricks import numerics as numerics
