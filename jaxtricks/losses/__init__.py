@@ -1,5 +1,7 @@
 """Losses: top-k and Taylor cross-entropy, contrastive and self-supervised losses, entropy."""
 
+from ._am_softmax import am_softmax_cross_entropy as am_softmax_cross_entropy
+from ._capsule_margin import capsule_margin_loss as capsule_margin_loss
 from ._contrastive import info_nce as info_nce
 from ._knn_entropy import knn_entropy as knn_entropy
 from ._siamese import byol_loss as byol_loss
@@ -12,6 +14,8 @@ from ._vae_cluster import VAEClusterLoss as VAEClusterLoss
 from ._vae_cluster import vae_cluster_loss as vae_cluster_loss
 
 __all__: list[str] = [
+    "am_softmax_cross_entropy",
+    "capsule_margin_loss",
     "info_nce",
     "knn_entropy",
     "byol_loss",
