@@ -38,10 +38,10 @@ def _rope_rows(shape, dtype, rounds):
     calls = {"floor": (jax.jit(lambda x, a, b: x * a + b), (x, a, b))}
     for layout in ("interleaved", "half"):
         on_the_fly = jax.jit(lambda x, p, layout=layout: apply_rope(x, p, layout=layout))
-        cos, sin = _tables(positions, x, h, 10000.0)
+        cos, sin = _tables(positions, x, h, 10000.0, layout)
 
         def cached(x, cos, sin, layout=layout):
-            return _rotate(x.astype(cos.dtype), cos, sin, layout).astype(x.dtype)
+            return _rotate(x, cos, sin, layout)
 
         cached = jax.jit(cached)
         np.testing.assert_allclose(

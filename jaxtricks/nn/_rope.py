@@ -142,16 +142,31 @@ def rope_permutation(head_dim: int) -> np.ndarray:
 
 
 def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str) -> jax.Array:
-    """Rotates the pairs of ``x`` ``(..., H)`` by tables ``(..., H/2)`` (broadcast to ``x``)."""
-    half = x.shape[-1] // 2
+    """Rotates the pairs of ``x`` ``(..., H)`` by the tables of :func:`_tables` (broadcast).
+
+    Computes in the tables' dtype and returns x's dtype.
+    """
+    if layout == "interleaved" and _partner_gather(x.dtype):
+        # x * [c0, c0, c1, c1, ...] + x[j ^ 1] * [-s0, s0, -s1, s1, ...]: a constant gather of
+        # the partner keeps the loop over the contiguous head dim, which vectorises on CPU.
+        partner = jnp.take(x, np.arange(x.shape[-1]) ^ 1, axis=-1).astype(cos.dtype)
+        return (x.astype(cos.dtype) * cos + partner * sin).astype(x.dtype)
     # Pairs as an axis of size 2 (last for interleaved, second to last for half): one stack
     # that XLA fuses with the arithmetic into a single pass over x (a concatenate of slices
     # would not fuse and costs a temporary the size of x).
+    half = x.shape[-1] // 2
     axis = -1 if layout == "interleaved" else -2
-    pairs = x.reshape(*x.shape[:-1], half, 2) if axis == -1 else x.reshape(*x.shape[:-1], 2, half)
+    shape = (half, 2) if axis == -1 else (2, half)
+    pairs = x.astype(cos.dtype).reshape(*x.shape[:-1], *shape)
     x1, x2 = (jnp.take(pairs, i, axis=axis) for i in (0, 1))
     out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=axis)
-    return out.reshape(x.shape)
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+def _partner_gather(dtype) -> bool:
+    """Whether interleaved pairs rotate by gathering partners (the faster form on CPU for
+    32- and 64-bit x; for 16-bit x the gather is ~2x slower than a size-2 pair axis)."""
+    return jnp.dtype(dtype).itemsize >= 4
 
 
 def _prepare(x: jax.typing.ArrayLike, layout: str, multiple: int) -> jax.Array:
@@ -183,19 +198,28 @@ def _check_positions(positions: jax.Array, x: jax.Array, trailing: tuple[int, ..
         )
 
 
-def _tables(positions: jax.Array, x: jax.Array, dim: int, base: float):
-    """cos and sin ``(..., T, 1, dim/2)`` at x's rank, in x's compute dtype."""
+def _tables(positions: jax.Array, x: jax.Array, dim: int, base: float, layout: str):
+    """The tables :func:`_rotate` takes, at x's rank, in x's compute dtype.
+
+    cos and sin ``(..., T, 1, dim/2)``; for the partner gather of :func:`_rotate`, each
+    repeated over its pair with the sign of the rotation folded in, ``(..., T, 1, dim)``.
+    """
     compute = jnp.promote_types(x.dtype, jnp.float32)
     # Leading ones so the tables have x's rank (no implicit rank promotion); 1 over the heads.
     positions = positions.reshape((1,) * (x.ndim - 2 - positions.ndim) + positions.shape + (1,))
     angles = _angles(positions, dim, base, compute)
-    tables = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1).astype(compute)
+    cos, sin = jnp.cos(angles).astype(compute), jnp.sin(angles).astype(compute)
+    if layout == "interleaved" and _partner_gather(x.dtype):
+        tables = jnp.stack([jnp.stack([cos, cos], -1), jnp.stack([-sin, sin], -1)], -1)
+        tables = tables.reshape(*angles.shape[:-1], dim, 2)
+    else:
+        tables = jnp.stack([cos, sin], axis=-1)
     # XLA (CPU at least) fuses sin and cos into the rotation loop and then evaluates them once
     # per element of x (every head and batch row): ~10x slower than reading x. A dot is never
     # fused into its elementwise consumers, so passing the tables through an exact product
     # with the 2x2 identity materialises them once (optimization_barrier is dropped on CPU).
     eye = jnp.eye(2, dtype=compute)
-    # The pair axis goes first so that cos and sin are each contiguous for the rotation.
+    # The cos/sin axis goes first so that each table is contiguous for the rotation.
     tables = jnp.einsum("...c,cd->d...", tables, eye, precision=jax.lax.Precision.HIGHEST)
     return tables[0], tables[1]
 
@@ -267,8 +291,8 @@ def apply_rope(
     x = _prepare(x, layout, 2)
     positions = jnp.asarray(positions)
     _check_positions(positions, x, ())
-    cos, sin = _tables(positions, x, x.shape[-1], base)
-    return _rotate(x.astype(cos.dtype), cos, sin, layout).astype(x.dtype)
+    cos, sin = _tables(positions, x, x.shape[-1], base, layout)
+    return _rotate(x, cos, sin, layout)
 
 
 def apply_rope_2d(
@@ -327,10 +351,8 @@ def apply_rope_2d(
     positions = jnp.asarray(positions)
     _check_positions(positions, x, (2,))
     half = x.shape[-1] // 2
-    compute = jnp.promote_types(x.dtype, jnp.float32)
-    xc = x.astype(compute)
     parts = []
-    for axis, xs in enumerate((xc[..., :half], xc[..., half:])):
-        cos, sin = _tables(positions[..., axis], x, half, base)
+    for axis, xs in enumerate((x[..., :half], x[..., half:])):
+        cos, sin = _tables(positions[..., axis], x, half, base, layout)
         parts.append(_rotate(xs, cos, sin, layout))
-    return jnp.concatenate(parts, axis=-1).astype(x.dtype)
+    return jnp.concatenate(parts, axis=-1)
