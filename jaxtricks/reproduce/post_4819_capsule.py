@@ -136,7 +136,7 @@ def _experiment() -> dict:
     keep = y_te != y_te[partner]  # two different digits, as in capsule_test.py
     pairs = np.sort(np.stack([y_te, y_te[partner]], axis=1)[keep], axis=1)
     images = {
-        "side": np.concatenate([x_te, x_te[partner]], axis=1)[keep],  # 16x8, as the post
+        "stacked": np.concatenate([x_te, x_te[partner]], axis=1)[keep],  # 16x8, as the post
         "overlaid": np.maximum(x_te, x_te[partner])[keep],  # pixelwise max, 8x8
     }
     out: dict = {"pairs": len(pairs)}
@@ -201,7 +201,8 @@ def permutation_invariance() -> Measurement:
     name="capsule/two_digits",
     post=POST,
     statement="Trained on single digits only, a CNN + capsule classifier names both digits of "
-    "an image made of two different test digits side by side (the post's set-up) far more "
+    "an image made of two different test digits one above the other (the post's set-up: "
+    "capsule_test.py concatenates along the height) far more "
     "often than the same CNN with global average pooling + dense sigmoid head of about as "
     "many parameters (post, MNIST: > 90% vs about 40%; here scikit-learn's 8x8 digits).",
     expected="pair accuracy (top-2 scores == the two digits) of the capsule model >= the "
@@ -210,7 +211,7 @@ def permutation_invariance() -> Measurement:
     "and neither model separates them",
 )
 def two_digits() -> Measurement:
-    text, cap, cnn, r = _report("side")
+    text, cap, cnn, r = _report("stacked")
     ok = cap >= cnn + 0.20 and min(r["capsule"]["single"], r["cnn"]["single"]) >= 0.9
     over = r["capsule"]["overlaid"][0], r["cnn"]["overlaid"][0]
     text += f"; overlaid 8x8 pairs (reported only): capsule {over[0]:.3f} vs CNN {over[1]:.3f}"
