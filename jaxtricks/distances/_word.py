@@ -246,8 +246,11 @@ def word_rotators_distance(
     norm_x, norm_y = _safe_norm(x), _safe_norm(y)
     cos = (x @ y.T) / (norm_x[:, None] * norm_y[None, :])  # raw product: see WMD
     cost = 1.0 - jnp.clip(cos, -1.0, 1.0)
-    a = jnp.where(x_valid, norm_x, 0.0)
-    b = jnp.where(y_valid, norm_y, 0.0)
+    # The weights take their norms from a barrier's copy of the inputs: sharing the norms above
+    # splits the product from its reductions on CPU and makes it ~3x slower (benchmarks).
+    weight_x, weight_y = (_safe_norm(v) for v in jax.lax.optimization_barrier((x, y)))
+    a = jnp.where(x_valid, weight_x, 0.0)
+    b = jnp.where(y_valid, weight_y, 0.0)
     a, b = a / jnp.sum(a), b / jnp.sum(b)
     return _transport(a, b, cost, x_valid, y_valid, method, epsilon, num_iters)
 
