@@ -24,7 +24,8 @@ from flax import nnx
 
 from jaxtricks.losses import capsule_margin_loss
 from jaxtricks.nn import Capsule
-from jaxtricks.reproduce._registry import Claim, ClaimSkipped, Measurement, claim
+from jaxtricks.reproduce._registry import Claim, Measurement, claim
+from jaxtricks.reproduce._tasks import load_digits_split
 
 CLAIMS: list[Claim] = []
 POST = "4819"
@@ -78,17 +79,11 @@ def _num_params(model: nnx.Module) -> int:
     return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def _digit_images(seed: int = 0, n_test: int = 450):
-    """8x8 digits in [0, 1], shape (n, 8, 8, 1), split at random into train and test."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ClaimSkipped("needs scikit-learn: pip install 'jaxtricks[reproduce]'") from e
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-    perm = np.random.default_rng(seed).permutation(len(y))
-    test, train = perm[:n_test], perm[n_test:]
-    return x[train], y[train].astype(np.int32), x[test], y[test].astype(np.int32)
+def _digit_images(seed: int = 0):
+    """8x8 digits in [0, 1] as NumPy images ``(n, 8, 8, 1)``, a quarter held out."""
+    d = load_digits_split(seed, standardize=False)
+    x_train, x_test = (np.asarray(v).reshape(-1, 8, 8, 1) for v in (d.x_train, d.x_test))
+    return x_train, np.asarray(d.y_train), x_test, np.asarray(d.y_test)
 
 
 def _train(model: nnx.Module, x: np.ndarray, y: np.ndarray, seed: int) -> None:

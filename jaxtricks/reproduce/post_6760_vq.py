@@ -18,7 +18,8 @@ import optax
 from flax import nnx
 
 from jaxtricks.nn import VQVAE, VectorQuantizerEMA, vector_quantize
-from jaxtricks.reproduce._registry import Claim, ClaimSkipped, Measurement, claim
+from jaxtricks.reproduce._registry import Claim, Measurement, claim
+from jaxtricks.reproduce._tasks import load_digits_split
 
 CLAIMS: list[Claim] = []
 
@@ -88,18 +89,6 @@ STEPS = 600
 BATCH = 128
 
 
-def _digits_01(seed: int = 0, test_fraction: float = 0.25) -> tuple[jax.Array, jax.Array]:
-    """Digits as pixels in [0, 1] (not standardised: rare pixels would dominate the MSE)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ClaimSkipped("needs scikit-learn: pip install 'jaxtricks[reproduce]'") from e
-    x = load_digits().data.astype(np.float32) / 16.0
-    perm = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    return jnp.asarray(x[perm[n_test:]]), jnp.asarray(x[perm[:n_test]])
-
-
 def _train_vqvae(x_train: jax.Array, seed: int = 0):
     model = VQVAE(64, num_latents=8, num_codes=NUM_CODES, code_dim=8, rngs=nnx.Rngs(seed))
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
@@ -139,7 +128,9 @@ def _train_vqvae(x_train: jax.Array, seed: int = 0):
     f"batch {BATCH})",
 )
 def vqvae_digits() -> Measurement:
-    x_train, x_test = _digits_01()
+    # Pixels in [0, 1], not standardised: rare pixels would dominate the MSE.
+    digits = load_digits_split(standardize=False)
+    x_train, x_test = digits.x_train, digits.x_test
     model, curve = _train_vqvae(x_train)
     model.eval()
     recon, out = nnx.jit(lambda m, x: m(x))(model, x_test)
