@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
+from ._checks import positive_int
+
 _METHODS = ("hinton", "kmeans")
 # Squash offset each routing uses: the paper's 1, and 0.5 in Su's K-means code (post 5112).
 _ROUTING_OFFSET = {"hinton": 1.0, "kmeans": 0.5}
@@ -213,14 +215,6 @@ def dynamic_routing(
     return out.astype(out_dtype)
 
 
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}.")
-    return int(value)
-
-
 class Capsule(nnx.Module):
     r"""A capsule layer: per-class linear votes, then :func:`dynamic_routing`.
 
@@ -301,10 +295,10 @@ class Capsule(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ):
-        self.in_features = _positive_int("in_features", in_features)
-        self.num_capsules = _positive_int("num_capsules", num_capsules)
-        self.capsule_dim = _positive_int("capsule_dim", capsule_dim)
-        self.routings = _positive_int("routings", routings)
+        self.in_features = positive_int("in_features", in_features)
+        self.num_capsules = positive_int("num_capsules", num_capsules)
+        self.capsule_dim = positive_int("capsule_dim", capsule_dim)
+        self.routings = positive_int("routings", routings)
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
         if share_weights:
@@ -320,7 +314,7 @@ class Capsule(nnx.Module):
                 raise ValueError(
                     "share_weights=False needs num_inputs=<number of input capsules>, got None."
                 )
-            num_inputs = _positive_int("num_inputs", num_inputs)
+            num_inputs = positive_int("num_inputs", num_inputs)
             shape = (num_inputs, self.in_features, self.num_capsules * self.capsule_dim)
             init = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
         self.share_weights = bool(share_weights)

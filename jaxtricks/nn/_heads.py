@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
+
+from ._checks import positive_int
 
 _DEFAULT_EPS = 1e-12
 _LECUN = nnx.initializers.lecun_normal()
@@ -29,11 +29,6 @@ def _normalize(x: jax.Array, axis: int, eps: float) -> jax.Array:
     # max(|x|^2, eps) rather than |x|: the zero vector maps to 0 with a finite gradient.
     sum_sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
     return x * jax.lax.rsqrt(jnp.maximum(sum_sq, eps))
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
 def cosine_logits(
@@ -159,8 +154,8 @@ class CosineDense(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("out_features", out_features)
+        positive_int("in_features", in_features)
+        positive_int("out_features", out_features)
         self.in_features, self.out_features, self.eps = in_features, out_features, eps
         self.dtype, self.param_dtype = dtype, param_dtype
         self.kernel = nnx.Param(
@@ -364,8 +359,8 @@ class CascadingRejection(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("num_stages", num_stages)
+        positive_int("in_features", in_features)
+        positive_int("num_stages", num_stages)
         self.in_features, self.num_stages, self.use_bias = in_features, num_stages, use_bias
         self.dtype, self.param_dtype = dtype, param_dtype
         self.kernel = nnx.Param(kernel_init(rngs.params(), (num_stages, in_features), param_dtype))

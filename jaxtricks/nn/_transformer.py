@@ -12,6 +12,7 @@ from jax.ad_checkpoint import checkpoint_name
 import jaxtricks.activations
 
 from ._attention import RoPEAttention
+from ._checks import positive_int
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_erf": jaxtricks.activations.gelu_erf,
@@ -210,8 +211,7 @@ class TransformerEncoder(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
+        positive_int("num_layers", num_layers)
         if norm not in _NORMS:
             raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}.")
         _activation(activation)

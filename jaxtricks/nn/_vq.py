@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from ._checks import positive_int
+
 
 class VQOutput(NamedTuple):
     """What vector quantization returns.
@@ -270,12 +272,6 @@ def _codebook_init(key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def _check_sizes(num_codes: int, dim: int) -> None:
-    for name, value in (("num_codes", num_codes), ("dim", dim)):
-        if not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
 class VectorQuantizer(nnx.Module):
     r"""VQ-VAE quantizer whose codebook is a parameter trained by the codebook loss.
 
@@ -333,7 +329,8 @@ class VectorQuantizer(nnx.Module):
         param_dtype=jnp.float32,
         codebook_init=_codebook_init,
     ):
-        _check_sizes(num_codes, dim)
+        positive_int("num_codes", num_codes)
+        positive_int("dim", dim)
         _check_nonnegative("commitment_cost", commitment_cost)
         self.num_codes, self.dim = num_codes, dim
         self.commitment_cost = commitment_cost
@@ -437,7 +434,8 @@ class VectorQuantizerEMA(nnx.Module):
         param_dtype=jnp.float32,
         codebook_init=_codebook_init,
     ):
-        _check_sizes(num_codes, dim)
+        positive_int("num_codes", num_codes)
+        positive_int("dim", dim)
         _check_nonnegative("commitment_cost", commitment_cost)
         _check_nonnegative("epsilon", epsilon)
         if isinstance(decay, numbers.Real) and not 0.0 <= decay <= 1.0:
@@ -541,7 +539,8 @@ class VQVAE(nnx.Module):
         dtype=None,
         param_dtype=jnp.float32,
     ):
-        _check_sizes(num_codes, code_dim)
+        positive_int("num_codes", num_codes)
+        positive_int("code_dim", code_dim)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.num_latents, self.code_dim = num_latents, code_dim
         self.enc1 = nnx.Linear(in_features, hidden, **kw)

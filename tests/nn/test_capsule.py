@@ -212,7 +212,7 @@ def test_bad_inputs_raise():
         Capsule(F, N_OUT, D_OUT, share_weights=False, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="num_inputs is only used with share_weights=False"):
         Capsule(F, N_OUT, D_OUT, num_inputs=3, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="capsule_dim must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="capsule_dim must be a positive int, got 0"):
         Capsule(F, N_OUT, 0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="method must be one of"):
         Capsule(F, N_OUT, D_OUT, method="em", rngs=nnx.Rngs(0))

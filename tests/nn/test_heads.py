@@ -111,7 +111,7 @@ def test_cosine_dense_bf16_compute_dtype():
 def test_cosine_errors():
     with pytest.raises(ValueError, match=r"in_features must be a positive int, got 0"):
         CosineDense(0, 3, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"out_features must be a positive int, got 2.5"):
+    with pytest.raises(TypeError, match=r"out_features must be a positive int, got 2.5"):
         CosineDense(4, 2.5, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 4\), got \(2, 5\)"):
         CosineDense(4, 3, rngs=nnx.Rngs(0))(jnp.ones((2, 5)))

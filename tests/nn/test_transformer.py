@@ -261,7 +261,7 @@ def test_bf16_path():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(num_layers=0), "num_layers must be a positive integer, got 0"),
+        (dict(num_layers=0), "num_layers must be a positive int, got 0"),
         (dict(norm="sandwich"), "norm must be one of"),
         (dict(activation="swish"), "activation must be a callable or one of"),
         (dict(remat="everything"), "unknown policy 'everything'"),
