@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
-from ._checks import positive_int
+from jaxtricks._src.checks import positive_int
 
 _METHODS = ("hinton", "kmeans")
 # Squash offset each routing uses: the paper's 1, and 0.5 in Su's K-means code (post 5112).

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
-from ._checks import positive_int
+from jaxtricks._src.checks import positive_int
 
 _DEFAULT_EPS = 1e-12
 _LECUN = nnx.initializers.lecun_normal()

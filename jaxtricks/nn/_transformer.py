@@ -10,9 +10,9 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 import jaxtricks.activations
+from jaxtricks._src.checks import positive_int
 
 from ._attention import RoPEAttention
-from ._checks import positive_int
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_erf": jaxtricks.activations.gelu_erf,

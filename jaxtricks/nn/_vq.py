@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from ._checks import positive_int
+from jaxtricks._src.checks import positive_int
 
 
 class VQOutput(NamedTuple):
