@@ -13,7 +13,10 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxtricks.optim._batching import check_num_slices, split_slices
+from jaxtricks._src import checks
+
+from . import _validate
+from ._batching import split_slices
 
 
 class AccumulateState(NamedTuple):
@@ -84,8 +87,13 @@ def accumulate(
     * Float gradients accumulate in at least float32 (float64 stays float64); the mean is cast
       back to the gradient's dtype before ``inner``, so bf16 params get bf16 updates. Weights
       accumulate in float32 (float64 under x64).
-    * Weights must be non-negative; a cycle whose weights sum to 0 hands ``inner`` a zero
-      gradient (``inner`` still runs, e.g. Adam's momentum still moves).
+    * Weights must be finite and non-negative. A micro-batch of weight 0 is left out entirely,
+      even if its gradient is NaN or infinite (the 0/0 of a mean over no valid token). A
+      cycle whose weights sum to 0 hands ``inner`` a zero gradient (``inner`` still runs, e.g.
+      Adam's momentum still moves). A concrete weight is checked; a traced one (inside
+      ``jit``) cannot be: a negative traced weight enters both sums as given, so the mean is
+      still ``Σ wᵢ gᵢ / Σ wᵢ`` (with the zero-sum rule above) but no longer an average, and a
+      NaN weight gives NaN.
     * The last call emitted exactly when ``state.mini_step == 0`` afterwards; inside a chain,
       ``optax.tree_utils.tree_get(opt_state, "mini_step")`` finds it.
     * It only averages gradients: layers whose forward pass depends on the batch (BatchNorm
@@ -97,13 +105,15 @@ def accumulate(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update(grads, state, params=None,
-      *, weight=1.0, **extra_args)`` takes ``weight`` as a scalar (shape ``()``), and its
+      *, weight=1.0, **extra_args)`` takes ``weight`` as a real scalar (shape ``()``), and its
       state is an :class:`AccumulateState`.
 
     Raises:
-      TypeError: if ``every_k`` is not an int.
-      ValueError: if ``every_k`` is not positive, or (at trace time) if ``weight`` is not a
-        scalar.
+      TypeError: if ``inner`` is not an optax ``GradientTransformation``, ``every_k`` is not
+        an int (``bool`` included), or (in ``update``) ``weight`` is complex or not a number.
+      ValueError: if ``every_k < 1``; in ``update``, if ``weight`` is not a scalar, or is a
+        concrete negative, NaN or infinite value, or if ``grads`` does not have the tree and
+        shapes of the params given to ``init``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -125,7 +135,8 @@ def accumulate(
       Peer code: ``optax.MultiSteps`` (DeepMind optax), which runs the inner optimizer on every
       micro-step.
     """
-    every_k = check_num_slices(every_k, "every_k")
+    checks.gradient_transformation("inner", inner, where="accumulate")
+    every_k = checks.positive_int("every_k", every_k)
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
@@ -145,12 +156,20 @@ def accumulate(
         if jnp.ndim(weight) != 0:
             raise ValueError(
                 f"weight must be a scalar (one number per micro-batch), got shape "
-                f"{jnp.shape(weight)}."
+                f"{jnp.shape(weight)}, expected ()."
             )
+        checks.array_dtype_kind("weight", weight, ("integer", "floating"))
+        checks.number("weight", weight, low=0)  # concrete values only; tracers pass
+        _validate.tree_like(
+            "grads", updates, state.acc_grads, what="the params given to init", where="accumulate"
+        )
         weight = jnp.asarray(weight, state.acc_weight.dtype)
         acc_weight = state.acc_weight + weight
+        # A weight-0 micro-batch contributes nothing, not 0 * NaN (empty-mean gradients).
         acc_grads = jax.tree.map(
-            lambda a, g: a + weight.astype(a.dtype) * g.astype(a.dtype), state.acc_grads, updates
+            lambda a, g: a + jnp.where(weight == 0, 0, weight.astype(a.dtype) * g.astype(a.dtype)),
+            state.acc_grads,
+            updates,
         )
         mini_step = state.mini_step + 1
         emit = mini_step == every_k
@@ -214,7 +233,9 @@ def microbatch_value_and_grad(
       result is the full-batch value up to float rounding. ``loss_fn`` must treat rows
       independently (no BatchNorm over the batch, no in-batch negatives: see ``grad_cache``).
     * Gradients, loss and weight accumulate in at least float32 and the gradient is returned
-      in the params' dtype. A batch whose weights sum to 0 gives loss and gradient 0.
+      in the params' dtype. A batch whose weights sum to 0 (every token masked, or an empty
+      batch, ``B = 0``) gives loss and gradient 0. The weights come from ``loss_fn`` and are
+      traced, so they are not checked: a negative weight enters the sum as given.
 
     Args:
       loss_fn: ``(params, batch) -> (loss_sum, weight)``, both scalars.
@@ -226,10 +247,12 @@ def microbatch_value_and_grad(
       ``params``. ``batch`` is a pytree whose leaves all have leading axis ``B``.
 
     Raises:
-      TypeError: if ``num_microbatches`` is not an int.
-      ValueError: if ``num_microbatches`` is not positive, or (when ``f`` is traced) if the
-        leaves of ``batch`` disagree on ``B``, ``B`` is not divisible by it, or ``loss_fn``
-        does not return two scalars.
+      TypeError: if ``loss_fn`` is not callable or ``num_microbatches`` is not an int; when
+        ``f`` is called, if a leaf of ``params`` is not floating or complex, or ``loss_fn``
+        does not return a pair whose ``loss_sum`` is a real floating scalar.
+      ValueError: if ``num_microbatches < 1``, or (when ``f`` is called) if ``batch`` has no
+        leaves, a scalar leaf, leaves that disagree on ``B``, ``B`` not divisible by
+        ``num_microbatches``, or ``loss_fn`` does not return two scalars.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -248,16 +271,33 @@ def microbatch_value_and_grad(
       Peer code: T5X ``t5x.trainer.accumulate_grads_microbatched`` (Google Research), which
       scans over ``num_microbatches`` slices of the batch inside one training step.
     """
-    num_microbatches = check_num_slices(num_microbatches, "num_microbatches")
+    checks.callable_arg("loss_fn", loss_fn, where="microbatch_value_and_grad")
+    num_microbatches = checks.positive_int("num_microbatches", num_microbatches)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def f(params, batch):
+        where = "microbatch_value_and_grad"
+        _validate.inexact_leaves("params", params, where=where)
         slices = split_slices(batch, num_microbatches, "batch", "num_microbatches")
         first = jax.tree.map(lambda x: x[0], slices)
-        loss_shape, weight_shape = jax.eval_shape(loss_fn, params, first)
+        out = jax.eval_shape(loss_fn, params, first)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(
+                f"{where}: loss_fn must return a pair (loss_sum, weight), got "
+                f"{jax.tree.map(lambda s: s.shape, out)}."
+            )
+        loss_shape, weight_shape = out
         for name, s in (("loss_sum", loss_shape), ("weight", weight_shape)):
-            if s.shape != ():
-                raise ValueError(f"loss_fn must return a scalar {name}, got shape {s.shape}.")
+            if getattr(s, "shape", None) != ():
+                raise ValueError(
+                    f"{where}: loss_fn must return a scalar {name}, got shape "
+                    f"{getattr(s, 'shape', s)}, expected ()."
+                )
+        if not jnp.issubdtype(loss_shape.dtype, jnp.floating):
+            raise TypeError(
+                f"{where}: loss_fn must return a real floating loss_sum (it is differentiated), "
+                f"got {loss_shape.dtype.name}."
+            )
         scalar_dtype = _accumulator_dtype(jnp.result_type(loss_shape.dtype, float))
         carry = (
             jax.tree.map(
@@ -278,11 +318,15 @@ def microbatch_value_and_grad(
             return (grads, loss, weight), None
 
         (grads, loss, weight), _ = lax.scan(body, carry, slices)
-        # A batch without weight (every token masked) gives zeros, not 0/0.
-        weight = jnp.where(weight != 0, weight, 1)
-        grads = jax.tree.map(
-            lambda g, p: (g / weight.astype(g.dtype)).astype(jnp.result_type(p)), grads, params
-        )
-        return loss / weight, grads
+        # A batch without weight (every token masked, or B = 0) gives zeros, not 0/0, and
+        # not the unnormalised sums of a loss_fn that does not mask its loss_sum.
+        empty = weight == 0
+        weight = jnp.where(empty, 1, weight)
+
+        def mean(total, like):
+            return jnp.where(empty, 0, total / weight.astype(total.dtype)).astype(like)
+
+        grads = jax.tree.map(lambda g, p: mean(g, jnp.result_type(p)), grads, params)
+        return mean(loss, loss.dtype), grads
 
     return f

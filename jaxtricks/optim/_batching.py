@@ -13,15 +13,6 @@ import jax.numpy as jnp
 from jax import tree_util as jtu
 
 
-def check_num_slices(value: object, name: str) -> int:
-    """Returns ``value`` as an int after checking it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int (static), got {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}.")
-    return value
-
-
 def leading_size(tree, name: str) -> int:
     """The common leading-axis size of every leaf of ``tree``."""
     leaves = jtu.tree_leaves_with_path(tree)

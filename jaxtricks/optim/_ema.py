@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import tree_util as jtu
+
+from jaxtricks._src import checks
+
+from . import _validate
 
 
 class EmaParamsState(NamedTuple):
@@ -49,24 +52,34 @@ def ema_params(
     computed as ``-expm1(t * log(d))`` (accurate for ``d`` close to 1). With
     ``debias=False``: :math:`e_0 = \theta_0` (the params given to ``init``) and
     :math:`e_t = d\, e_{t-1} + (1-d)\, \theta_t`. Before the first update both give
-    :math:`\theta_0`.
+    :math:`\theta_0`. ``decay = 1`` is the limit :math:`d \to 1`: with ``debias=True``
+    :math:`c_t = 1/t`, the plain running mean of :math:`\theta_1 \dots \theta_T` (Polyak
+    averaging); with ``debias=False`` the average stays :math:`\theta_0`. A float32 ``d``
+    that rounds to 1 takes that limit too.
 
     Precision: with ``decay=0.999`` each step moves the average by 0.1% of the gap, less
     than the 0.4% resolution of bfloat16, so a bfloat16 average stalls. For bfloat16
     params pass ``ema_dtype=jnp.float32``.
 
     Args:
-      decay: the decay :math:`d \in [0, 1)` (0 keeps the latest params).
-      debias: whether to bias-correct (see above).
-      ema_dtype: dtype of the stored average; ``None`` keeps each param's dtype.
+      decay: the decay :math:`d \in [0, 1]` (0 keeps the latest params, 1 see above). A
+        traced value (``optax.inject_hyperparams`` under ``jit``) is not checked: outside
+        [0, 1] it gives what the formulas give (NaN for ``d < 0`` with ``debias``).
+      debias: whether to bias-correct (see above), a bool.
+      ema_dtype: a floating or complex dtype for the stored average; ``None`` keeps each
+        param's dtype (integer params then need a floating ``ema_dtype``).
 
     Returns:
       An :class:`optax.GradientTransformation` whose state is :class:`EmaParamsState`; its
       ``update`` requires ``params``.
 
     Raises:
-      ValueError: if ``decay`` is a number outside ``[0, 1)``, or ``update`` gets no params.
-      TypeError: if ``ema_dtype`` is not a floating dtype.
+      ValueError: if ``decay`` (a number or concrete array) is NaN or outside ``[0, 1]``;
+        if ``update`` gets no params, or params or updates whose tree or shapes differ from
+        the params given to ``init``.
+      TypeError: if ``debias`` is not a bool, ``ema_dtype`` is not a floating or complex
+        dtype, or (at ``init``) the average of a leaf would be integer, or real for a
+        complex leaf.
 
     Examples:
       >>> import jax.numpy as jnp, optax
@@ -86,26 +99,51 @@ def ema_params(
       bert4keras, ``extend_with_exponential_moving_average`` (bojone/bert4keras).
       https://kexue.fm/archives/7094
     """
-    if isinstance(decay, numbers.Real) and not 0.0 <= float(decay) < 1.0:
-        raise ValueError(f"ema_params: decay must be in [0, 1), got {decay!r}.")
-    if ema_dtype is not None and not jnp.issubdtype(ema_dtype, jnp.floating):
-        raise TypeError(f"ema_params: ema_dtype must be a float dtype or None, got {ema_dtype!r}.")
+    checks.number("decay", decay, low=0, high=1, where="ema_params")
+    if not isinstance(debias, bool):
+        raise TypeError(f"ema_params: debias must be a bool, got {debias!r}.")
+    ema_dtype = checks.float_dtype("ema_dtype", ema_dtype, where="ema_params")
+
+    def average_dtype(path, p):
+        dt = jnp.result_type(p) if ema_dtype is None else ema_dtype
+        ok = jnp.issubdtype(dt, jnp.inexact) and (
+            jnp.issubdtype(dt, jnp.complexfloating)
+            or not jnp.issubdtype(jnp.result_type(p), jnp.complexfloating)
+        )
+        if not ok:
+            raise TypeError(
+                f"ema_params.init: params{jtu.keystr(path)} of dtype "
+                f"{jnp.result_type(p).name} cannot be averaged in {jnp.dtype(dt).name}; pass "
+                "a floating (complex for complex params) ema_dtype."
+            )
+        return dt
 
     def init_fn(params):
         # A copy, not an alias of the params' buffers (donation would otherwise fail).
-        ema = jax.tree.map(lambda p: jnp.array(p, dtype=ema_dtype, copy=True), params)
+        ema = jtu.tree_map_with_path(
+            lambda path, p: jnp.array(p, dtype=average_dtype(path, p), copy=True), params
+        )
         return EmaParamsState(count=jnp.zeros([], jnp.int32), ema=ema)
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError("ema_params: update needs params (the average is of the params).")
+            raise ValueError(
+                "ema_params.update: params must be given (the average is of the params), got None."
+            )
+        what = "the params given to init"
+        _validate.tree_like("params", params, state.ema, what=what, where="ema_params.update")
+        _validate.tree_like("updates", updates, state.ema, what=what, where="ema_params.update")
         count = optax.safe_increment(state.count)
         d = jnp.asarray(decay, dtype=float)
         if debias:
             # c_t = (1 - d) / (1 - d^t), both through expm1 so that c_1 = 1 exactly
-            # (also for d = 0, where log 0 = -inf).
+            # (also for d = 0, where log 0 = -inf). At d = 1 that is 0/0; its limit is 1/t.
             log_d = jnp.log(d)
-            c = jnp.expm1(log_d) / jnp.expm1(count.astype(d.dtype) * log_d)
+            t = count.astype(d.dtype)
+            at_one = d == 1
+            c = jnp.where(
+                at_one, 1 / t, jnp.expm1(log_d) / jnp.expm1(t * jnp.where(at_one, -1.0, log_d))
+            )
         else:
             c = 1.0 - d
 
@@ -143,7 +181,8 @@ def ema_weights(opt_state: Any) -> optax.Params:
       The averaged params (the tree given to ``init``), in the average's dtype.
 
     Raises:
-      ValueError: if the state holds no :class:`EmaParamsState`, or more than one.
+      ValueError: if ``opt_state`` holds no :class:`EmaParamsState` (no ``ema_params`` in
+        the chain, or something that is not an optimizer state), or more than one.
 
     Examples:
       >>> import jax.numpy as jnp, optax
@@ -165,7 +204,8 @@ def ema_weights(opt_state: Any) -> optax.Params:
     ]
     if len(found) != 1:
         raise ValueError(
-            f"ema_weights: expected exactly one ema_params state in opt_state, found "
-            f"{len(found)}; add jaxtricks.optim.ema_params(decay) as the last transform."
+            f"ema_weights: opt_state must hold exactly one ema_params state, found "
+            f"{len(found)} in {type(opt_state).__name__}; add "
+            "jaxtricks.optim.ema_params(decay) as the last transform."
         )
     return found[0].ema

@@ -10,7 +10,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax import tree_util as jtu
 
-from ._batching import check_num_slices, merge_slices, split_slices
+from jaxtricks._src import checks
+
+from . import _validate
+from ._batching import merge_slices, split_slices
 
 
 def grad_cache(
@@ -65,10 +68,14 @@ def grad_cache(
       structure and dtypes of ``params``.
 
     Raises:
-      ValueError: if ``num_chunks`` is not positive, if ``B`` is not divisible by
+      ValueError: if ``num_chunks < 1``; when ``f`` is called, if ``batch`` has no leaves, a
+        scalar leaf or leaves that disagree on ``B``, if ``B`` is not divisible by
         ``num_chunks``, if an embedding leaf lacks the chunk's leading axis, or if
         ``loss_fn`` does not return a scalar.
-      TypeError: if ``num_chunks`` is not an int or ``with_key`` not a bool.
+      TypeError: if ``encode_fn`` or ``loss_fn`` is not callable, ``num_chunks`` is not an
+        int or ``with_key`` not a bool; when ``f`` is called, if a ``params`` leaf is not
+        floating or complex, ``key`` is not a PRNG key, or ``loss_fn`` returns a scalar that
+        is not real floating.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -91,7 +98,9 @@ def grad_cache(
 
       Su Jianlin, 对比学习可以使用梯度累积吗？ https://kexue.fm/archives/8471
     """
-    num_chunks = check_num_slices(num_chunks, "num_chunks")
+    checks.callable_arg("encode_fn", encode_fn, where="grad_cache")
+    checks.callable_arg("loss_fn", loss_fn, where="grad_cache")
+    num_chunks = checks.positive_int("num_chunks", num_chunks)
     if not isinstance(with_key, bool):
         raise TypeError(f"with_key must be a bool, got {with_key!r}.")
 
@@ -116,6 +125,9 @@ def grad_cache(
             )
 
     def run(params, batch, key):
+        _validate.inexact_leaves("params", params, where="grad_cache")
+        if key is not None:
+            _validate.prng_key("key", key, where="grad_cache")
         chunks = split_slices(batch, num_chunks, "batch", "num_chunks")
         check_embeddings(params, chunks, key)
         indices = jnp.arange(num_chunks)
@@ -128,7 +140,15 @@ def grad_cache(
 
         out = jax.eval_shape(loss_fn, embeddings)
         if not hasattr(out, "shape") or out.shape != ():
-            raise ValueError(f"loss_fn must return a scalar, got {getattr(out, 'shape', out)!r}.")
+            raise ValueError(
+                f"grad_cache: loss_fn must return a scalar, got "
+                f"{jax.tree.map(lambda s: s.shape, out)!r}, expected shape ()."
+            )
+        if not jnp.issubdtype(out.dtype, jnp.floating):
+            raise TypeError(
+                f"grad_cache: loss_fn must return a real floating scalar (it is "
+                f"differentiated), got {out.dtype.name}."
+            )
         loss, cotangents = jax.value_and_grad(loss_fn)(embeddings)
         cotangents = split_slices(cotangents, num_chunks, "embeddings", "num_chunks")
 

@@ -9,6 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxtricks._src import checks
+
+from . import _validate
+
 
 def lazy_rows(
     inner: optax.GradientTransformation,
@@ -34,17 +38,20 @@ def lazy_rows(
 
     Args:
       inner: the optimizer (or transform) whose updates are masked.
-      mask: which leaves are lazy: a pytree of bools like the params, or a callable
-        ``params -> pytree of bools`` (e.g. :func:`jaxtricks.optim.name_mask`); ``None``
-        makes every leaf with ``ndim >= 2`` lazy. Leaves where it is False get ``inner``'s
-        update unchanged.
+      mask: which leaves are lazy: a pytree of Python bools with the params' structure, or a
+        callable ``params -> pytree of bools`` (e.g. :func:`jaxtricks.optim.name_mask`);
+        ``None`` makes every leaf with ``ndim >= 2`` lazy. Leaves where it is False get
+        ``inner``'s update unchanged. It decides while tracing, so it cannot be traced.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose state is ``inner``'s state
       (extra arguments are passed on to ``inner``).
 
     Raises:
-      ValueError: from ``update`` when ``mask`` is a callable and no params are given.
+      TypeError: if ``inner`` is not an optax ``GradientTransformation``; at ``init`` or
+        ``update``, if a leaf of the mask is not a bool.
+      ValueError: at ``init`` or ``update``, if the mask (or what it returns) does not have
+        the params' tree structure, or if ``update`` gets no params for a callable mask.
 
     Examples:
       >>> import jax.numpy as jnp, optax
@@ -64,18 +71,29 @@ def lazy_rows(
       arXiv:1412.6980. bert4keras, ``extend_with_lazy_optimization``.
       https://kexue.fm/archives/7094
     """
+    checks.gradient_transformation("inner", inner, where="lazy_rows")
     inner = optax.with_extra_args_support(inner)
+
+    def mask_for(params, where):
+        tree = mask(params) if callable(mask) else mask
+        # Exact structure: the mask is zipped leaf by leaf with the updates.
+        return _validate.mask_tree("mask", tree, params, prefix=False, where=where)
+
+    def init_fn(params):
+        if mask is not None:
+            mask_for(params, "lazy_rows.init")
+        return inner.init(params)
 
     def update_fn(updates, state, params=None, **extra_args):
         new_updates, state = inner.update(updates, state, params, **extra_args)
-        if callable(mask):
-            if params is None:
-                raise ValueError("lazy_rows: a callable mask needs params in update.")
-            lazy = mask(params)
-        elif mask is None:
+        if mask is None:
             lazy = jax.tree.map(lambda _: True, updates)
+        elif callable(mask):
+            if params is None:
+                raise ValueError("lazy_rows.update: a callable mask needs params, got None.")
+            lazy = mask_for(params, "lazy_rows.update")
         else:
-            lazy = mask
+            lazy = mask_for(updates, "lazy_rows.update")
 
         def freeze(u, g, is_lazy):
             if not is_lazy or jnp.ndim(g) < 2:
@@ -85,4 +103,4 @@ def lazy_rows(
 
         return jax.tree.map(freeze, new_updates, updates, lazy), state
 
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from jaxtricks._src import checks
+
+from . import _validate
 
 
 class LookaheadState(NamedTuple):
@@ -23,6 +27,16 @@ class LookaheadState(NamedTuple):
     steps_since_sync: jax.Array
     slow: optax.Params
     inner_state: optax.OptState
+
+
+def _check_sync_period(sync_period: Any) -> None:
+    """A positive int; an integer array (inject_hyperparams makes one) when not traced."""
+    if isinstance(sync_period, (jax.Array, np.ndarray)):
+        checks.array_dtype_kind("sync_period", sync_period, ("integer",), where="lookahead")
+        checks.shape("sync_period", sync_period, (), where="lookahead")
+        checks.number("sync_period", sync_period, low=1, where="lookahead")
+    else:
+        checks.positive_int("sync_period", sync_period, where="lookahead")
 
 
 def lookahead(
@@ -47,20 +61,28 @@ def lookahead(
     the params are the fast weights; after a synchronisation they equal the slow weights,
     which is the point to evaluate. ``inner``'s state is kept across synchronisations.
 
+    Traced hyperparameters (``optax.inject_hyperparams`` under ``jit``) are not checked: a
+    traced ``sync_period < 1`` synchronises at every step, and a ``slow_step_size`` outside
+    [0, 1] extrapolates past the fast (or behind the slow) weights.
+
     Args:
       inner: the fast optimizer (learning rate included).
-      sync_period: :math:`k`, a positive int: fast steps per synchronisation.
-      slow_step_size: :math:`\alpha \in (0, 1]`; :math:`\alpha = 1` is ``inner`` alone
-        (:math:`\alpha = 0` would undo every period and is rejected).
+      sync_period: :math:`k`, a positive int (or an integer array, e.g. from
+        ``optax.inject_hyperparams``): fast steps per synchronisation.
+      slow_step_size: :math:`\alpha \in [0, 1]`; :math:`\alpha = 1` is ``inner`` alone,
+        :math:`\alpha = 0` keeps the slow weights at :math:`\theta_0`, so every period ends
+        back at the initial params (defined, if rarely useful).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`LookaheadState`;
       ``update`` requires ``params``; extra arguments are passed on to ``inner``.
 
     Raises:
-      TypeError: if ``sync_period`` is a number that is not an int.
-      ValueError: if ``sync_period < 1`` or ``slow_step_size`` is outside ``(0, 1]``, or
-        ``update`` gets no params.
+      TypeError: if ``inner`` is not an optax ``GradientTransformation``, or ``sync_period``
+        is not an int (floats and bools included) or an integer array.
+      ValueError: if ``sync_period < 1``, ``slow_step_size`` is NaN or outside ``[0, 1]``
+        (numbers and concrete arrays); if ``update`` gets no params, or params or updates
+        whose tree or shapes differ from the params given to ``init``.
 
     Examples:
       >>> import jax.numpy as jnp, optax
@@ -79,13 +101,9 @@ def lookahead(
       NeurIPS 2019, arXiv:1907.08610. bert4keras, ``extend_with_lookahead``.
       https://kexue.fm/archives/7094
     """
-    if isinstance(sync_period, numbers.Real):
-        if isinstance(sync_period, bool) or not isinstance(sync_period, numbers.Integral):
-            raise TypeError(f"lookahead: sync_period must be an int, got {sync_period!r}.")
-        if sync_period < 1:
-            raise ValueError(f"lookahead: sync_period must be >= 1, got {sync_period}.")
-    if isinstance(slow_step_size, numbers.Real) and not 0.0 < float(slow_step_size) <= 1.0:
-        raise ValueError(f"lookahead: slow_step_size must be in (0, 1], got {slow_step_size!r}.")
+    checks.gradient_transformation("inner", inner, where="lookahead")
+    _check_sync_period(sync_period)
+    checks.number("slow_step_size", slow_step_size, low=0, high=1, where="lookahead")
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
@@ -97,7 +115,10 @@ def lookahead(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
-            raise ValueError("lookahead: update needs params (the fast weights).")
+            raise ValueError("lookahead.update: params (the fast weights) must be given, got None.")
+        what = "the params given to init"
+        _validate.tree_like("params", params, state.slow, what=what, where="lookahead.update")
+        _validate.tree_like("updates", updates, state.slow, what=what, where="lookahead.update")
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         steps = state.steps_since_sync + 1
         sync = steps >= sync_period

@@ -13,23 +13,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from ._batching import check_num_slices
+from jaxtricks._src import checks
 
-_NUMBERS = (int, float, np.integer, np.floating)
-
-
-def _check_hyperparameter(value: object, name: str, low: float, high: float | None) -> None:
-    """Range check of a concrete Python/NumPy number; traced values pass through unchecked."""
-    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
-        return
-    if high is None:
-        if not value > low:
-            raise ValueError(f"{name} must be > {low}, got {value}.")
-    elif not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}.")
+from . import _validate
 
 
 def mle_guided_update(
@@ -79,7 +67,14 @@ def mle_guided_update(
     :math:`n` perturbed points (in one ``jax.vmap``); :math:`\log q` is the ``logsumexp`` of
     the two components (a component with weight 0 contributes :math:`-\infty`); the weights
     are a softmax in log space. Losses and weights are computed in (at least) float32; the
-    output has the dtype of each parameter leaf. A sample whose loss is ``+inf`` gets weight 0.
+    output has the dtype of each parameter leaf.
+
+    Degenerate losses: a sample whose loss is ``+inf`` or NaN gets weight 0; samples whose
+    loss is ``-inf`` share the weight equally (the limit of the softmax); when every sample
+    has weight 0 the direction is 0 (no step), never NaN. The losses are shifted by the
+    smallest finite one before dividing by :math:`\alpha` (the shift cancels), so huge
+    losses over a small temperature still give the best sample the weight instead of
+    overflowing.
 
     Sampling (reproducible from ``key``): ``choice_key, noise_key = jax.random.split(key)``;
     sample :math:`i` comes from the zero-mean component when
@@ -103,11 +98,18 @@ def mle_guided_update(
     Returns:
       :math:`-\Delta`, a pytree with ``params``' structure, shapes and dtypes.
 
+    Traced hyperparameters (``noise_scale``, ``temperature``, ``mix`` as tracers under
+    ``jit``) are not checked: a value out of range gives what the formulas give (NaN for a
+    negative ``noise_scale`` or ``mix`` outside [0, 1]).
+
     Raises:
-      TypeError: if ``num_samples`` is not an int or a ``params`` leaf is not floating point.
-      ValueError: if ``num_samples <= 0``; if a concrete ``noise_scale`` or ``temperature``
-        is not positive or a concrete ``mix`` is outside [0, 1]; if ``params`` has no leaves or
-        ``grad`` does not match it in structure or shapes; if ``loss_fn`` does not return a scalar.
+      TypeError: if ``key`` is not a PRNG key, ``loss_fn`` is not callable, ``num_samples``
+        is not an int (bools included), a ``params`` leaf is not floating point or a ``grad``
+        leaf is not real, or ``loss_fn`` does not return a real number.
+      ValueError: if ``num_samples < 1``; if ``noise_scale`` or ``temperature`` (a number
+        or a concrete array) is not positive and finite, or ``mix`` is NaN or outside
+        [0, 1]; if ``params`` has no leaves or ``grad`` does not match it in structure or
+        shapes; if ``loss_fn`` does not return a scalar.
 
     Examples:
       On a quadratic the direction approaches the Newton step :math:`-A^{-1}g`:
@@ -140,10 +142,12 @@ def mle_guided_update(
       Su Jianlin, "从采样看优化:可导优化与不可导优化的统一视角" (2020),
       https://kexue.fm/archives/7521
     """
-    num_samples = check_num_slices(num_samples, "num_samples")
-    _check_hyperparameter(noise_scale, "noise_scale", 0.0, None)
-    _check_hyperparameter(temperature, "temperature", 0.0, None)
-    _check_hyperparameter(mix, "mix", 0.0, 1.0)
+    checks.callable_arg("loss_fn", loss_fn, where="mle_guided_update")
+    _validate.prng_key("key", key, where="mle_guided_update")
+    num_samples = checks.positive_int("num_samples", num_samples)
+    checks.number("noise_scale", noise_scale, low=0, low_open=True)
+    checks.number("temperature", temperature, low=0, low_open=True)
+    checks.number("mix", mix, low=0, high=1)
     treedef = jax.tree.structure(params)
     if jax.tree.structure(grad) != treedef:
         raise ValueError(
@@ -162,6 +166,8 @@ def mle_guided_update(
     g_shapes = [jnp.shape(g) for g in jax.tree.leaves(grad)]
     if p_shapes != g_shapes:
         raise ValueError(f"grad leaf shapes {g_shapes} must equal params leaf shapes {p_shapes}.")
+    for g in jax.tree.leaves(grad):
+        checks.array_dtype_kind("grad", g, ("floating", "integer"), where="mle_guided_update")
 
     choice_key, noise_key = jax.random.split(key)
     from_zero = jax.random.bernoulli(choice_key, mix, (num_samples,))
@@ -180,10 +186,17 @@ def mle_guided_update(
         return loss_fn(moved)
 
     losses = jax.vmap(perturbed_loss)(eps)
+    if not isinstance(losses, jax.Array):
+        raise TypeError(
+            f"mle_guided_update: loss_fn must return a scalar array, got {type(losses).__name__}."
+        )
     if losses.shape != (num_samples,):
         raise ValueError(
             f"loss_fn must return a scalar, got shape {losses.shape[1:]} per perturbation."
         )
+    checks.array_dtype_kind(
+        "loss_fn's value", losses, ("floating", "integer", "bool"), where="mle_guided_update"
+    )
 
     wdtype = jnp.result_type(jnp.float32, *jax.tree.leaves(eps))
 
@@ -197,8 +210,24 @@ def mle_guided_update(
     mix = jnp.asarray(mix, wdtype)
     log_mix = jnp.stack([jnp.log(mix), jnp.log1p(-mix)]).reshape(2, 1)
     log_q = jax.nn.logsumexp(log_mix - sq / (2.0 * jnp.asarray(noise_scale, wdtype) ** 2), axis=0)
-    log_w = -losses.astype(wdtype) / jnp.asarray(temperature, wdtype) - log_q
-    weights = jax.nn.softmax(log_w)
+    losses = losses.astype(wdtype)
+    # Shifting by the smallest finite loss cancels in the self-normalisation and keeps
+    # -(L - L_min) / alpha from overflowing at the best sample for huge losses.
+    finite = jnp.isfinite(losses)
+    shift = jnp.where(jnp.any(finite), jnp.min(jnp.where(finite, losses, jnp.inf)), 0.0)
+    log_w = -(losses - shift) / jnp.asarray(temperature, wdtype) - log_q
+    # A NaN loss (a failed evaluation) counts as +inf: weight 0. Samples at -inf loss (log
+    # weight +inf) share all the weight, their limit; if every sample has weight 0 there is
+    # no information and the direction is 0, not the NaN of a softmax over -inf.
+    log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+    best = log_w == jnp.inf
+    any_best = jnp.any(best)
+    weights = jnp.where(
+        any_best,
+        best / jnp.maximum(jnp.sum(best), 1).astype(wdtype),
+        jax.nn.softmax(jnp.where(any_best, 0.0, log_w)),
+    )
+    weights = jnp.where(jnp.all(log_w == -jnp.inf), 0.0, weights)
 
     def direction(p, e):
         return (-jnp.tensordot(weights.astype(e.dtype), e, axes=1)).astype(jnp.result_type(p))

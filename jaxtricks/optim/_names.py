@@ -50,24 +50,47 @@ To leave some tensors out of the adaptation, wrap it:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import tree_util as jtu
 
+from jaxtricks._src import checks
+
 
 def _patterns(value: str | Iterable[str], name: str) -> tuple[str, ...]:
     """``value`` as a tuple of non-empty strings (a lone string is one pattern)."""
-    patterns = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        patterns = (value,)
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        patterns = tuple(value)
+    else:
+        raise TypeError(
+            f"name_mask: {name} must be a string or an iterable of strings, got {value!r}."
+        )
     for p in patterns:
         if not isinstance(p, str):
             raise TypeError(f"name_mask: {name} must hold strings, got {p!r}.")
         if not p:
-            raise ValueError(f"name_mask: {name} holds an empty pattern, which matches all.")
+            raise ValueError(f"name_mask: {name} holds an empty pattern '', which matches all.")
     return patterns
+
+
+def _check_all_match(patterns: Iterable[str], tree: Any, name: str, where: str) -> None:
+    """Raises ``ValueError`` naming the patterns that are a substring of no leaf's key path.
+
+    A pattern that names no parameter is almost always a typo, and would silently do nothing.
+    """
+    names = [jtu.keystr(path) for path, _ in jtu.tree_leaves_with_path(tree)]
+    missing = [p for p in patterns if not any(p in n for n in names)]
+    if missing:
+        shown = names[:8] + (["..."] if len(names) > 8 else [])
+        raise ValueError(
+            f"{where}: {name} {missing} match no parameter name; the names are {shown}."
+        )
 
 
 def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
@@ -85,8 +108,9 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
     it would mostly cancel.
 
     Args:
-      multipliers: a mapping ``pattern -> multiplier``; patterns non-empty strings,
-        multipliers finite numbers.
+      multipliers: a mapping ``pattern -> multiplier``; patterns non-empty strings, each
+        matching at least one parameter (checked at ``init``), multipliers finite real
+        scalars (numbers or concrete arrays).
 
     Returns:
       A stateless :class:`optax.GradientTransformation` (its state is
@@ -94,8 +118,11 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
 
     Raises:
       TypeError: if ``multipliers`` is not a mapping, a key is not a string or a value is
-        not a number.
-      ValueError: if a key is empty or a value is not finite.
+        not a real number.
+      ValueError: if a key is empty, a value is NaN, infinite or not a scalar, or (at
+        ``init``) a key is a substring of no parameter's key path (a typo would otherwise
+        leave every learning rate unchanged). Inside ``optax.multi_transform``, give each
+        partition only the keys of its own parameters.
 
     Examples:
       >>> import jax.numpy as jnp, optax
@@ -119,14 +146,20 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
         )
     for key, value in multipliers.items():
         if not isinstance(key, str):
-            raise TypeError(f"scale_by_name: key {key!r} is not a string.")
+            raise TypeError(f"scale_by_name: multipliers keys must be strings, got {key!r}.")
         if not key:
-            raise ValueError("scale_by_name: the empty key matches every parameter.")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"scale_by_name: multiplier {key!r}: {value!r} is not a number.")
-        if not math.isfinite(value):
-            raise ValueError(f"scale_by_name: multiplier {key!r}: {value!r} is not finite.")
+            raise ValueError("scale_by_name: multipliers has the key '', which matches all.")
+        checks.number(f"multipliers[{key!r}]", value, where="scale_by_name")
+        if jnp.ndim(value) != 0:
+            raise ValueError(
+                f"scale_by_name: multipliers[{key!r}] must be a scalar, got shape "
+                f"{jnp.shape(value)}."
+            )
     table = {k: float(v) for k, v in multipliers.items()}
+
+    def init_fn(params):
+        _check_all_match(table, params, "multipliers keys", "scale_by_name.init")
+        return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         del params
@@ -138,7 +171,7 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
 
         return jtu.tree_map_with_path(scale, updates), state
 
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def name_mask(
@@ -162,10 +195,13 @@ def name_mask(
     Returns:
       A function ``params -> pytree of bools`` shaped like ``params`` (Python bools), for
       ``optax.add_decayed_weights(mask=...)``, ``optax.masked``,
-      :func:`jaxtricks.optim.lazy_rows` and the like.
+      :func:`jaxtricks.optim.lazy_rows` and the like. Calling it raises ``ValueError`` if an
+      ``include`` pattern matches no parameter (the mask would be all False, surely a typo);
+      ``exclude`` patterns that match nothing are fine (e.g. ``"scale"`` on a model without
+      normalisation layers).
 
     Raises:
-      TypeError: if a pattern is not a string.
+      TypeError: if ``include`` or ``exclude`` is not a string or an iterable of strings.
       ValueError: if a pattern is empty.
 
     Examples:
@@ -191,6 +227,7 @@ def name_mask(
         return wanted and not any(k in name for k in exclude)
 
     def mask(params):
+        _check_all_match(include, params, "include patterns", "name_mask")
         return jax.tree_util.tree_map_with_path(selected, params)
 
     return mask

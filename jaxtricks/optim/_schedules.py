@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtricks._src import checks
 
-def piecewise_linear_schedule(points: Mapping[float, float], scale: float = 1.0) -> optax.Schedule:
+
+def piecewise_linear_schedule(points: Mapping[int, float], scale: Any = 1.0) -> optax.Schedule:
     r"""A schedule linear between given ``step: multiplier`` points, starting from zero.
 
     With the points :math:`(x_i, y_i)` sorted by step, and :math:`(0, 0)` put first when
@@ -29,18 +30,20 @@ def piecewise_linear_schedule(points: Mapping[float, float], scale: float = 1.0)
     step 0 is a key); bert4keras also evaluates its schedule at the 0-based iteration.
 
     Args:
-      points: a non-empty mapping ``step -> multiplier``; steps are non-negative finite
-        numbers (usually ints), multipliers finite numbers.
-      scale: the multiplier's scale, usually the peak learning rate.
+      points: a non-empty mapping ``step -> multiplier``; steps are ints >= 0 (optax's
+        count is an int), multipliers finite real scalars.
+      scale: the multiplier's scale, usually the peak learning rate; a finite real number
+        (a traced value, when the schedule is built inside ``jit``, is used unchecked).
 
     Returns:
       An optax schedule ``step -> scale * interp(step)``, a float scalar array (the default
       float dtype) for an int or float ``step`` (scalar or array).
 
     Raises:
-      TypeError: if ``points`` is not a mapping, or a step, multiplier or ``scale`` is not a
-        number.
-      ValueError: if ``points`` is empty, a step is negative or a value is not finite.
+      TypeError: if ``points`` is not a mapping, a step is not an int (floats and bools
+        included), or a multiplier or ``scale`` is not a real number.
+      ValueError: if ``points`` is empty, a step is negative, or a multiplier or ``scale``
+        is NaN, infinite or not a scalar.
 
     Examples:
       >>> from jaxtricks.optim import piecewise_linear_schedule
@@ -62,26 +65,23 @@ def piecewise_linear_schedule(points: Mapping[float, float], scale: float = 1.0)
             f"got {type(points).__name__}."
         )
     if not points:
-        raise ValueError("piecewise_linear_schedule: points is empty; give at least one step.")
-    for name, value in [
-        *(("step", k) for k in points),
-        *(("multiplier", v) for v in points.values()),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"piecewise_linear_schedule: {name} {value!r} is not a number.")
-        if not math.isfinite(value):
-            raise ValueError(f"piecewise_linear_schedule: {name} {value!r} is not finite.")
-    negative = [k for k in points if k < 0]
-    if negative:
-        raise ValueError(f"piecewise_linear_schedule: steps must be >= 0, got {negative}.")
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"piecewise_linear_schedule: scale must be a number, got {scale!r}.")
+        raise ValueError("piecewise_linear_schedule: points must not be empty, got {}.")
+    for step, value in points.items():
+        checks.nonnegative_int("points: step", step, where="piecewise_linear_schedule")
+        checks.number(f"points[{step}]", value, where="piecewise_linear_schedule")
+        if np.ndim(value) != 0:
+            raise ValueError(
+                f"piecewise_linear_schedule: points[{step}] must be a scalar, got shape "
+                f"{np.shape(value)}."
+            )
+    checks.number("scale", scale, where="piecewise_linear_schedule")
 
-    pairs = sorted((float(k), float(v)) for k, v in points.items())
-    if pairs[0][0] != 0.0:
-        pairs.insert(0, (0.0, 0.0))
-    xs, ys = (np.asarray(a) for a in zip(*pairs))
-    scale = float(scale)
+    pairs = sorted((int(k), float(v)) for k, v in points.items())
+    if pairs[0][0] != 0:
+        pairs.insert(0, (0, 0.0))
+    xs, ys = (np.asarray(a, np.float64) for a in zip(*pairs))
+    # A traced scale (the schedule built inside jit) is used as given.
+    scale = scale if checks.is_traced(scale) else float(scale)
 
     def schedule(count):
         t = jnp.asarray(count, dtype=float)

@@ -213,6 +213,47 @@ def test_adaxw_matches_reference_with_mask(x64, lr, weight_decay, b2, seed):
         np.testing.assert_allclose(np.asarray(got[k]), ref[k], rtol=1e-12, atol=1e-14)
 
 
+def _parabola(dtype):
+    """sum |p - p*|^2 from (-1, 10, 1); p* = (1, -1, 1), times 1 + i for complex dtypes."""
+    start = jnp.array([-1.0, 10.0, 1.0], dtype)
+    solution = jnp.array([1.0, -1.0, 1.0], dtype) * (1 + 1j if jnp.iscomplexobj(start) else 1)
+    return start, solution, lambda p: jnp.sum(jnp.abs(p - solution) ** 2)
+
+
+def _rosenbrock(dtype):
+    """|a - x|^2 + 100 |y - x^2|^2 from 0, minimum (a, a^2); a = 1, or 1 + i for complex."""
+    a = 1 + 1j if jnp.issubdtype(dtype, jnp.complexfloating) else 1.0
+    solution = jnp.array([a, a**2], dtype)
+    loss = lambda p: jnp.abs(a - p[0]) ** 2 + 100 * jnp.abs(p[1] - p[0] ** 2) ** 2  # noqa: E731
+    return jnp.zeros(2, dtype), solution, loss
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64])
+@pytest.mark.parametrize("problem", [_parabola, _rosenbrock])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: adax(0.1), lambda: adax(1e-2), lambda: adaxw(0.1, weight_decay=1e-4)],
+    ids=["adax-0.1", "adax-0.01", "adaxw-0.1"],
+)
+def test_optax_test_optimization_pattern(make, problem, dtype):
+    # The pattern of optax's alias_test.test_optimization (10,000 steps, rtol = atol = 3e-2),
+    # with our optimizers. adaxw's default decay 5e-2 moves the Rosenbrock minimum; optax's
+    # suite runs adamw at its default 1e-4, so does this.
+    start, solution, loss = problem(dtype)
+    tx = make()
+
+    @jax.jit
+    def solve(p):
+        def body(_, carry):
+            p, state = carry
+            u, state = tx.update(jnp.conj(jax.grad(loss)(p)), state, p)
+            return optax.apply_updates(p, u), state
+
+        return jax.lax.fori_loop(0, 10_000, body, (p, tx.init(p)))[0]
+
+    np.testing.assert_allclose(np.asarray(solve(start)), np.asarray(solution), rtol=3e-2, atol=3e-2)
+
+
 def test_state_keeps_sharding(mesh8):
     sharding = NamedSharding(mesh8, P("data"))
     params = jax.device_put(jnp.linspace(-1.0, 1.0, 32).reshape(16, 2), sharding)
@@ -262,7 +303,9 @@ def test_float32_state_finite_where_raw_form_overflows():
     [
         ({"b1": 1.0}, r"b1 must be in \[0, 1\), got 1.0"),
         ({"b1": -0.1}, r"b1 must be in \[0, 1\), got -0.1"),
-        ({"b1": float("nan")}, r"b1 must be in \[0, 1\), got nan"),
+        ({"b1": float("nan")}, r"b1 must not be NaN, got nan"),
+        ({"b1": jnp.asarray(1.5)}, r"b1 must be in \[0, 1\), got Array\(1.5"),
+        ({"b2": float("inf")}, r"b2 must be finite, got inf"),
         ({"b2": 0.0}, r"b2 must be > 0, got 0.0"),
         ({"b2": -1e-4}, r"b2 must be > 0, got -0.0001"),
         ({"eps": -1e-8}, r"eps must be >= 0, got -1e-08"),
@@ -278,13 +321,96 @@ def test_bad_hyperparameters(kwargs, match):
 def test_bad_weight_decay():
     with pytest.raises(ValueError, match=r"weight_decay must be >= 0, got -0.1"):
         adaxw(1e-3, weight_decay=-0.1)
+    with pytest.raises(ValueError, match=r"weight_decay must not be NaN"):
+        adaxw(1e-3, weight_decay=float("nan"))
 
 
-def test_array_hyperparameters_are_not_checked():
-    # Arrays may be tracers (inject_hyperparams, jit): they are never branched on in Python.
+def test_array_hyperparameters_checked_when_concrete_passed_when_traced():
+    # Concrete arrays (inject_hyperparams outside jit) are read; tracers are never branched on.
     tx = scale_by_adax(b1=jnp.asarray(0.9), b2=jnp.asarray(1e-4))
     u, _ = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
     np.testing.assert_allclose(np.asarray(u), 0.1, rtol=1e-5)
+
+    @jax.jit
+    def first_update(b1):
+        tx = scale_by_adax(b1=b1)
+        return tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+
+    np.testing.assert_allclose(np.asarray(first_update(0.5)), 0.5, rtol=1e-6)
+    # Eagerly, inject_hyperparams hands the factory concrete arrays: they are checked.
+    injected = optax.inject_hyperparams(adax)(learning_rate=0.1, b1=1.5)
+    with pytest.raises(ValueError, match=r"b1 must be in \[0, 1\)"):
+        injected.init(jnp.zeros(2))
+
+
+def test_eps_zero_on_a_zero_leaf_gives_zero_and_keeps_the_rest():
+    params = {"used": jnp.ones(3), "unused": jnp.ones(2)}
+    grads = {"used": jnp.array([0.5, -2.0, 0.0]), "unused": jnp.zeros(2)}
+    tx = scale_by_adax(eps=0.0)
+    state = tx.init(params)
+    for _ in range(3):
+        u, state = jax.jit(tx.update)(grads, state)
+    np.testing.assert_array_equal(np.asarray(u["unused"]), 0.0)
+    # Elsewhere the rule is unchanged: m / sqrt(v) with m = (1 - 0.9^3) g and v = g^2.
+    g = np.array([0.5, -2.0, 0.0])
+    want = np.divide((1 - 0.9**3) * g, np.abs(g), out=np.zeros(3), where=g != 0)
+    np.testing.assert_allclose(np.asarray(u["used"]), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mu_dtype", [None, jnp.bfloat16, jnp.float32, jnp.complex64])
+def test_explicit_mu_dtype(mu_dtype):
+    # optax's test_explicit_dtype for adam, over our mu_dtype: mu takes it, nu stays real.
+    params = jnp.array([0.5, -1.0], jnp.float32)
+    tx = scale_by_adax(mu_dtype=mu_dtype)
+    state = tx.init(params)
+    assert state.mu.dtype == (jnp.float32 if mu_dtype is None else mu_dtype)
+    assert state.nu.dtype == jnp.float32
+    u, state = jax.jit(tx.update)(jnp.array([1.0, -3.0]), state)
+    assert u.dtype == jnp.float32 and state.mu.dtype == (mu_dtype or jnp.float32)
+    np.testing.assert_allclose(np.asarray(u), [0.1, -0.1], rtol=1e-2)
+
+
+def _complex_run(tx, z0, target, steps):
+    """``steps`` jitted updates on sum |z - target|^2, fed conj(grad) as optax expects."""
+    loss = lambda z: jnp.sum(jnp.abs(z - target) ** 2)  # noqa: E731
+
+    @jax.jit
+    def step(z, state):
+        g = jnp.conj(jax.grad(loss)(z))
+        u, state = tx.update(g, state, z)
+        return optax.apply_updates(z, u), state
+
+    state = tx.init(z0)
+    for _ in range(steps):
+        z0, state = step(z0, state)
+    return z0, state
+
+
+def test_complex_second_moment_is_abs_squared(x64):
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal((30, 3)) + 1j * rng.standard_normal((30, 3))
+    tx = scale_by_adax(b2=1e-2)
+    state = tx.init(jnp.zeros(3, jnp.complex128))
+    for g in grads:
+        u, state = tx.update(jnp.asarray(g), state)
+    assert state.nu.dtype == jnp.float64 and state.mu.dtype == jnp.complex128
+    # The paper's raw form with |g|^2 (optax's convention for complex Adam), in float64.
+    ref_u, ref_m, ref_v = paper_adax(np.abs(grads), 0.9, 1e-2)
+    ref_m = paper_adax(grads.real, 0.9, 1e-2)[1] + 1j * paper_adax(grads.imag, 0.9, 1e-2)[1]
+    np.testing.assert_allclose(np.asarray(state.nu), ref_v[-1], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(state.mu), ref_m[-1], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(u), ref_m[-1] / (np.sqrt(ref_v[-1]) + 1e-8), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda: adax(0.1), lambda: adaxw(0.1, weight_decay=1e-3)])
+def test_complex_problem_solved_like_its_real_coordinates(make):
+    # The complex problem and the same problem in real coordinates (x, y) reach one solution.
+    target = jnp.array([1 + 1j, -1 + 0.5j, 0.25 - 2j], jnp.complex64)
+    z, _ = _complex_run(make(), jnp.zeros(3, jnp.complex64), target, 400)
+    real_target = jnp.concatenate([target.real, target.imag])
+    xy, _ = _complex_run(make(), jnp.zeros(6, jnp.float32), real_target, 400)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(target), atol=3e-2)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(xy[:3] + 1j * xy[3:]), atol=3e-2, rtol=0)
 
 
 @pytest.mark.parametrize("fn", [post_7387_adax.ema_form_equals_paper, post_7387_adax.beta_hat])

@@ -168,21 +168,34 @@ def test_state_sharding(mesh8):
     assert ema_weights(state).sharding.is_equivalent_to(sharding, 2)
 
 
-@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
+@pytest.mark.parametrize("decay", [-0.1, 1.5, jnp.asarray(1.5)])
 def test_bad_decay(decay):
-    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\]"):
         ema_params(decay)
 
 
 def test_bad_ema_dtype():
-    with pytest.raises(TypeError, match="ema_dtype must be a float dtype or None, got"):
+    with pytest.raises(TypeError, match="ema_dtype must be a floating or complex dtype, got int32"):
         ema_params(0.9, ema_dtype=jnp.int32)
 
 
 def test_needs_params():
     tx = ema_params(0.9)
-    with pytest.raises(ValueError, match="needs params"):
+    with pytest.raises(ValueError, match="params must be given"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_decay_one_is_the_running_mean_or_the_start(x64):
+    # The d -> 1 limit of c_t = (1 - d) / (1 - d^t) is 1/t: Polyak's uniform average.
+    thetas = np.cumsum(np.random.default_rng(0).standard_normal((6, 3)), axis=0)
+    for debias, want in ((True, thetas.mean(axis=0)), (False, np.zeros(3))):
+        tx = ema_params(1.0, debias=debias)
+        params = jnp.zeros(3)
+        state = tx.init(params)
+        for theta in thetas:
+            _, state = tx.update(jnp.asarray(theta) - params, state, params)
+            params = jnp.asarray(theta)
+        np.testing.assert_allclose(np.asarray(ema_weights(state)), want, rtol=1e-14, atol=1e-15)
 
 
 def test_none_or_several_found():

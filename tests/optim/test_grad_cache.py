@@ -216,7 +216,7 @@ def test_errors():
         make(0)
     with pytest.raises(ValueError, match="num_chunks must be a positive int, got -2"):
         make(-2)
-    with pytest.raises(TypeError, match="num_chunks must be a positive int .* got 2.0"):
+    with pytest.raises(TypeError, match="num_chunks must be a positive int, got 2.0"):
         make(2.0)
     with pytest.raises(TypeError, match="with_key must be a bool, got 'yes'"):
         make(2, with_key="yes")

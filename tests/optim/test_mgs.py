@@ -280,7 +280,7 @@ def test_optimises_a_zero_one_loss():
         (dict(num_samples=True), TypeError, "num_samples"),
         (dict(noise_scale=0.0), ValueError, "noise_scale must be > 0"),
         (dict(temperature=-1.0), ValueError, "temperature must be > 0"),
-        (dict(mix=1.5), ValueError, r"mix must be in \[0.0, 1.0\], got 1.5"),
+        (dict(mix=1.5), ValueError, r"mix must be in \[0, 1\], got 1.5"),
         (dict(mix=-0.1), ValueError, "mix"),
     ],
 )

@@ -125,14 +125,20 @@ def test_name_mask_in_nnx_optimizer_weight_decay():
 def test_errors():
     with pytest.raises(TypeError, match="multipliers must be a mapping"):
         scale_by_name([("bias", 2.0)])
-    with pytest.raises(TypeError, match="key 3 is not a string"):
+    with pytest.raises(TypeError, match="multipliers keys must be strings, got 3"):
         scale_by_name({3: 2.0})
-    with pytest.raises(ValueError, match="empty key"):
+    with pytest.raises(ValueError, match="multipliers has the key ''"):
         scale_by_name({"": 2.0})
-    with pytest.raises(TypeError, match="'bias': 'x' is not a number"):
+    with pytest.raises(TypeError, match=r"multipliers\['bias'\] must be a real number, got 'x'"):
         scale_by_name({"bias": "x"})
-    with pytest.raises(ValueError, match="'bias': inf is not finite"):
+    with pytest.raises(ValueError, match=r"multipliers\['bias'\] must be finite, got inf"):
         scale_by_name({"bias": float("inf")})
+    params = {"dense": {"kernel": jnp.ones(2)}}
+    with pytest.raises(ValueError, match=r"multipliers keys \['bais'\] match no parameter"):
+        scale_by_name({"bais": 2.0}).init(params)
+    with pytest.raises(ValueError, match=r"include patterns \['dnse'\] match no parameter"):
+        name_mask(include="dnse")(params)
+    assert name_mask(exclude="scale")(params) == {"dense": {"kernel": True}}
     with pytest.raises(TypeError, match="exclude must hold strings, got 1"):
         name_mask(exclude=("bias", 1))
     with pytest.raises(ValueError, match="include holds an empty pattern"):

@@ -72,17 +72,21 @@ def test_default_dtype_float32():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="points is empty"):
+    with pytest.raises(ValueError, match="points must not be empty"):
         piecewise_linear_schedule({})
-    with pytest.raises(ValueError, match=r"steps must be >= 0, got \[-5\]"):
+    with pytest.raises(ValueError, match=r"points: step must be an int >= 0, got -5"):
         piecewise_linear_schedule({-5: 1.0, 10: 0.0})
-    with pytest.raises(TypeError, match="multiplier 'a' is not a number"):
+    with pytest.raises(TypeError, match=r"points: step must be an int >= 0, got 2.5"):
+        piecewise_linear_schedule({2.5: 1.0})
+    with pytest.raises(TypeError, match=r"points\[10\] must be a real number, got 'a'"):
         piecewise_linear_schedule({10: "a"})
-    with pytest.raises(TypeError, match="step '10' is not a number"):
+    with pytest.raises(TypeError, match="points: step must be an int >= 0, got '10'"):
         piecewise_linear_schedule({"10": 1.0})
-    with pytest.raises(ValueError, match="multiplier nan is not finite"):
+    with pytest.raises(ValueError, match=r"points\[10\] must not be NaN, got nan"):
         piecewise_linear_schedule({10: float("nan")})
     with pytest.raises(TypeError, match="points must be a mapping"):
         piecewise_linear_schedule([(10, 1.0)])
-    with pytest.raises(TypeError, match="scale must be a number"):
+    with pytest.raises(TypeError, match="scale must be a real number, got '1e-3'"):
         piecewise_linear_schedule({10: 1.0}, scale="1e-3")
+    with pytest.raises(ValueError, match="scale must be finite, got inf"):
+        piecewise_linear_schedule({10: 1.0}, scale=float("inf"))
