@@ -4,22 +4,97 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from ._rope import apply_rope, apply_rope_2d
+from jaxtricks._src import checks
+
+from ._rope import _ROPE_LAYOUTS, _as_positions, _base, _check_positions, _rope, _rope_2d
 
 _ROPES = ("1d", "2d", None)
 
 
 def _check_rope(rope: str | None, head_dim: int) -> None:
-    if rope not in _ROPES:
-        raise ValueError(f"rope must be one of {_ROPES}, got {rope!r}.")
+    checks.choice("rope", rope, _ROPES)
     multiple = 4 if rope == "2d" else 2
     if rope is not None and head_dim % multiple:
         raise ValueError(
             f"rope={rope!r} needs a head dim divisible by {multiple}, got head dim {head_dim}."
         )
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}.")
+    return bool(value)
+
+
+def _check_config(
+    width_name: str, width: object, num_heads: object, rope, layout, causal, base
+) -> int:
+    """Checks the attention options of a module whose model width is ``width_name``.
+
+    Returns the head dim.
+    """
+    width = checks.positive_int(width_name, width)
+    num_heads = checks.positive_int("num_heads", num_heads)
+    if width % num_heads:
+        raise ValueError(
+            f"{width_name} must be divisible by num_heads, got {width_name}={width}, "
+            f"num_heads={num_heads}."
+        )
+    head_dim = width // num_heads
+    _check_rope(rope, head_dim)
+    checks.choice("layout", layout, _ROPE_LAYOUTS)
+    _check_bool("causal", causal)
+    _base(base)
+    return head_dim
+
+
+def _check_module_args(rngs: object, dtype: object, param_dtype: object) -> None:
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}.")
+    checks.float_dtype("dtype", dtype, complex_ok=False)
+    checks.float_dtype("param_dtype", param_dtype, allow_none=False, complex_ok=False)
+
+
+def _as_float(name: str, x: object) -> jax.Array:
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a floating array, got {x!r}.") from e
+    checks.array_dtype_kind(name, x, ("floating",))
+    return x
+
+
+def _check_mask(mask: object, batch: int, length: int) -> jax.Array | None:
+    """``mask`` as a bool ``(B, T)`` array (``None`` stays ``None``)."""
+    if mask is None:
+        return None
+    try:
+        mask = jnp.asarray(mask)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"mask must be a bool array, got {mask!r}.") from e
+    checks.array_dtype_kind("mask", mask, ("bool",))
+    if mask.shape != (batch, length):
+        raise ValueError(f"mask must have shape (B, T) = {(batch, length)}, got {mask.shape}.")
+    return mask
+
+
+def _check_positions_for(
+    rope: str | None, positions: object, batch: int, length: int, source: str
+) -> jax.Array | None:
+    """Checked positions for ``rope`` against ``(B, T)``; ``None`` where they are not used."""
+    if rope is None:
+        return None
+    if positions is None:
+        if rope == "2d":
+            raise ValueError("rope='2d' needs positions of shape (B or 1, T, 2), got None.")
+        return None
+    positions = _as_positions(positions)
+    _check_positions(positions, (batch, length), (2,) if rope == "2d" else (), source)
+    return positions
 
 
 def rope_attention(
@@ -47,29 +122,39 @@ def rope_attention(
 
     computed by :func:`jax.nn.dot_product_attention` (softmax in float32). A query with no
     valid key at all (a fully padded sequence, or a causal row whose prefix is all padding)
-    outputs **zeros**, never NaN and never a function of the padded values. Padded *queries*
-    still attend to the valid keys (as in BERT); ignore their outputs downstream.
+    outputs **zeros**, never NaN and never a function of the padded values, and its
+    gradients are zero. Padded *queries* still attend to the valid keys (as in BERT); ignore
+    their outputs downstream. ``T = 0`` gives an empty ``(B, 0, N, H)`` output. RoPE angles
+    are exact for long contexts (see :func:`~jaxtricks.nn.apply_rope`).
 
     Args:
-      query: ``(B, T, N, H)``.
-      key: ``(B, T, N, H)``.
-      value: ``(B, T, N, H)``.
+      query: ``(B, T, N, H)``, real floating.
+      key: ``(B, T, N, H)``, the shape and dtype of ``query``.
+      value: ``(B, T, N, H)``, the shape and dtype of ``query``.
       positions: ``rope="1d"``: ``(B or 1, T)`` or ``(T,)``, default ``arange(T)``;
-        ``rope="2d"``: ``(B or 1, T, 2)``, required; ignored for ``rope=None``.
+        ``rope="2d"``: ``(B or 1, T, 2)``, required; ignored for ``rope=None``. Integers or
+        floats; concrete values must be finite (traced NaN or infinite positions give NaN
+        in the outputs that see them).
       rope: ``"1d"`` (:func:`~jaxtricks.nn.apply_rope`), ``"2d"``
         (:func:`~jaxtricks.nn.apply_rope_2d`, ``H`` divisible by 4) or ``None`` (no positions:
         the attention is then permutation-equivariant in the tokens).
       layout: RoPE pair layout, ``"interleaved"`` (RoFormer) or ``"half"`` (GPT-NeoX, Llama).
-      base: RoPE frequency base.
-      mask: ``(B, T)`` bool, ``True`` for valid tokens; masks keys.
-      causal: also mask keys after the query (:math:`s > t`).
+      base: RoPE frequency base, a concrete finite number > 0.
+      mask: ``(B, T)`` bool, ``True`` for valid tokens; masks keys. Integer or float masks are
+        rejected rather than cast.
+      causal: a bool; also mask keys after the query (:math:`s > t`).
 
     Returns:
       ``(B, T, N, H)`` in ``query``'s dtype.
 
     Raises:
-      ValueError: unknown ``rope``, ``H`` not even (not divisible by 4 for ``"2d"``), ``"2d"``
-        without positions, or a ``mask`` that is not ``(B, T)``.
+      TypeError: non-floating ``query``, ``key`` or ``value``, ``key``/``value`` of another
+        dtype than ``query``, a non-bool ``mask`` or ``causal``, non-real ``positions``, or a
+        traced ``base``.
+      ValueError: ``query`` not 4-D, ``key`` or ``value`` not of ``query``'s shape, unknown
+        ``rope`` or ``layout``, ``H`` not even (not divisible by 4 for ``"2d"``), ``"2d"``
+        without positions, ``positions`` not matching ``(B, T)``, non-finite concrete
+        ``positions`` or ``base``, or a ``mask`` that is not ``(B, T)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -86,30 +171,39 @@ def rope_attention(
       Embedding", 2021, arXiv:2104.09864.
       https://kexue.fm/archives/4765 and https://kexue.fm/archives/8265
     """
-    query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
+    query, key, value = (
+        _as_float(n, a) for n, a in zip(("query", "key", "value"), (query, key, value))
+    )
     if query.ndim != 4:
         raise ValueError(f"query must have shape (B, T, N, H), got {query.shape}.")
+    for name, a in (("key", key), ("value", value)):
+        if a.shape != query.shape:
+            raise ValueError(
+                f"{name} must have the shape of query (B, T, N, H) = {query.shape}, got {a.shape}."
+            )
+        if a.dtype != query.dtype:
+            raise TypeError(f"{name} must have the dtype of query ({query.dtype}), got {a.dtype}.")
     batch, length, _, head_dim = query.shape
     _check_rope(rope, head_dim)
+    checks.choice("layout", layout, _ROPE_LAYOUTS)
+    causal = _check_bool("causal", causal)
+    base = _base(base)
+    mask = _check_mask(mask, batch, length)
+    positions = _check_positions_for(rope, positions, batch, length, f"query is {query.shape}")
     if rope == "1d":
         if positions is None:
             positions = jnp.arange(length)
-        query = apply_rope(query, positions, base=base, layout=layout)
-        key = apply_rope(key, positions, base=base, layout=layout)
+        query = _rope(query, positions, base, layout, None, "query")
+        key = _rope(key, positions, base, layout, None, "key")
     elif rope == "2d":
-        if positions is None:
-            raise ValueError("rope='2d' needs positions of shape (B or 1, T, 2), got None.")
-        query = apply_rope_2d(query, positions, base=base, layout=layout)
-        key = apply_rope_2d(key, positions, base=base, layout=layout)
+        query = _rope_2d(query, positions, base, layout, "query")
+        key = _rope_2d(key, positions, base, layout, "key")
     # Tags for named recomputation policies (jaxtricks.remat "save:query,key,value").
     query = checkpoint_name(query, "query")
     key = checkpoint_name(key, "key")
     value = checkpoint_name(value, "value")
     if mask is None:
         return jax.nn.dot_product_attention(query, key, value, is_causal=causal)
-    mask = jnp.asarray(mask, dtype=bool)
-    if mask.shape != (batch, length):
-        raise ValueError(f"mask must have shape (B, T) = {(batch, length)}, got {mask.shape}.")
     out = jax.nn.dot_product_attention(
         query, key, value, mask=mask[:, None, None, :], is_causal=causal
     )
@@ -150,13 +244,20 @@ class RoPEAttention(nnx.Module):
       param_dtype: parameter dtype.
 
     Raises:
-      ValueError: ``in_features`` not divisible by ``num_heads``, odd head dim, unknown
-        ``rope`` or ``layout``.
+      TypeError: non-int ``in_features`` or ``num_heads``, non-bool ``causal``, a traced
+        ``base``, ``rngs`` not an ``nnx.Rngs``, or an integer or complex ``dtype`` /
+        ``param_dtype``.
+      ValueError: ``in_features`` or ``num_heads`` < 1, ``in_features`` not divisible by
+        ``num_heads``, a head dim that ``rope`` cannot rotate (odd; not divisible by 4 for
+        ``"2d"``), unknown ``rope`` or ``layout``, or a non-finite or non-positive ``base``.
 
     Call ``(x, positions=None, mask=None)``: ``x`` ``(B, T, D)``; ``positions`` as in
     :func:`rope_attention` (default ``arange(T)`` for ``"1d"``, required ``(B or 1, T, 2)``
     for ``"2d"``); ``mask`` ``(B, T)`` bool padding mask (``True`` valid), combined with
-    ``causal``. Returns ``(B, T, D)``.
+    ``causal``. Returns ``(B, T, D)``; a query without any valid key outputs the ``out`` bias
+    (its attention is zero, never NaN). A wrong ``x`` (not floating, not ``(B, T, D)``),
+    ``positions`` or ``mask`` raises ``TypeError``/``ValueError`` as in
+    :func:`rope_attention`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -187,17 +288,10 @@ class RoPEAttention(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        if num_heads < 1 or in_features % num_heads:
-            raise ValueError(
-                f"in_features must be divisible by num_heads, got in_features={in_features}, "
-                f"num_heads={num_heads}."
-            )
-        head_dim = in_features // num_heads
-        _check_rope(rope, head_dim)
-        if layout not in ("interleaved", "half"):
-            raise ValueError(f"layout must be one of ('interleaved', 'half'), got {layout!r}.")
+        head_dim = _check_config("in_features", in_features, num_heads, rope, layout, causal, base)
+        _check_module_args(rngs, dtype, param_dtype)
         self.in_features, self.num_heads, self.head_dim = in_features, num_heads, head_dim
-        self.rope, self.layout, self.causal, self.base = rope, layout, causal, base
+        self.rope, self.layout, self.causal, self.base = rope, layout, bool(causal), float(base)
 
         def linear() -> nnx.Linear:
             return nnx.Linear(
@@ -212,8 +306,12 @@ class RoPEAttention(nnx.Module):
         positions: jax.typing.ArrayLike | None = None,
         mask: jax.typing.ArrayLike | None = None,
     ) -> jax.Array:
+        x = _as_float("x", x)
         if x.ndim != 3 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (B, T, {self.in_features}), got {x.shape}.")
+        # Checked against x here so that the messages name x rather than the projections.
+        _check_mask(mask, *x.shape[:2])
+        _check_positions_for(self.rope, positions, *x.shape[:2], f"x is {x.shape}")
         heads = (*x.shape[:2], self.num_heads, self.head_dim)
         q = self.query(x).reshape(heads)
         k = self.key(x).reshape(heads)

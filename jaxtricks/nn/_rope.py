@@ -5,41 +5,189 @@ RoPE multiplies each pair of features of a query or key at position :math:`m` by
 R_{n-m} k`: the attention score depends on the positions only through :math:`n - m`.
 Tables are computed on the fly from the positions (no global state): one sine and one cosine
 per position and frequency, broadcast over the heads.
+
+Angles in float32. The product :math:`m\\theta_i` rounded to float32 is off by up to
+:math:`|m\\theta_i| \\cdot 2^{-24}` (0.06 rad at :math:`m = 10^6`, a whole turn near
+:math:`2^{24}`), so the angle is never formed. The integer part :math:`n` of the position is
+multiplied by the turns :math:`\\phi_i = \\theta_i / 2\\pi` held as 64-bit fixed-point
+fractions (computed exactly from the float64 frequency when tracing) in ``uint32`` words,
+whose wrap-around is exactly the reduction modulo one turn; only the top 32 bits of
+:math:`\\mathrm{frac}(n\\phi_i)` become a float, in :math:`[-1/2, 1/2)` turn, and the
+fractional part of a float position adds :math:`(m - n)\\theta_i` directly. Integer
+arithmetic is exact on every backend, so nothing depends on float64, on fused multiply-add
+contraction or on host callbacks.
 """
 
 from __future__ import annotations
+
+import functools
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks._src import checks
+
 _ROPE_LAYOUTS = ("interleaved", "half")
 _SINUSOIDAL_LAYOUTS = ("interleaved", "concat")
+# pi to 50 decimals: the turns theta / (2 pi) are exact rationals to far below 2^-64.
+_PI = Fraction("3.14159265358979323846264338327950288419716939937510")
+# Digits of a wide integer position: n = d1 * 2^31 + d0, each a signed int32.
+_DIGIT = 31
 
 
-def _check_even(name: str, value: int, multiple: int = 2) -> None:
+def _even(name: str, value: object, multiple: int = 2) -> int:
+    """``value`` as an int if it is a positive int divisible by ``multiple``."""
+    value = checks.positive_int(name, value)
     if value % multiple:
         raise ValueError(f"{name} must be divisible by {multiple}, got {value}.")
+    return value
 
 
-def _check_layout(layout: str, allowed: tuple[str, ...]) -> None:
-    if layout not in allowed:
-        raise ValueError(f"layout must be one of {allowed}, got {layout!r}.")
+def _base(base: object) -> float:
+    """A concrete, finite, positive scalar base (the frequencies are static)."""
+    if checks.is_traced(base):
+        raise TypeError(
+            "base must be a concrete number (the frequencies are computed when tracing), "
+            "got a traced value."
+        )
+    checks.number("base", base, low=0.0, low_open=True)
+    if np.ndim(base) != 0:
+        raise ValueError(f"base must be a scalar, got shape {np.shape(base)}.")
+    return float(base)
+
+
+def _as_positions(positions: object, name: str = "positions") -> jax.Array:
+    """``positions`` as a real, non-bool JAX array; concrete values must be finite."""
+    if checks.is_traced(positions):
+        positions = jnp.asarray(positions)
+    else:
+        host = np.asarray(positions) if not isinstance(positions, jax.Array) else None
+        if host is not None and host.dtype.kind in "iu" and host.size and not _x64():
+            # jnp.asarray would wrap int64 values outside int32 without an error.
+            lo, hi = int(host.min()), int(host.max())
+            if lo < -(2**31) or hi >= 2**31:
+                raise ValueError(
+                    f"{name} must fit in int32 unless jax_enable_x64 is set, got values in "
+                    f"[{lo}, {hi}]."
+                )
+        try:
+            positions = jnp.asarray(positions)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array of numbers, got {positions!r}.") from e
+    checks.array_dtype_kind(name, positions, ("integer", "floating"))
+    if jnp.issubdtype(positions.dtype, jnp.floating) and positions.size:
+        checks.number(name, positions, allow_inf=False)
+    return positions
+
+
+def _x64() -> bool:
+    return bool(jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=128)
+def _frequencies(dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 frequencies ``theta (dim/2,)`` and their turns in 64-bit fixed point.
+
+    ``words[k, 0]`` and ``words[k, 1]`` are the high and low ``uint32`` words of
+    :math:`\\mathrm{round}(2^{64}\\,\\mathrm{frac}(2^{31k}\\theta_i / 2\\pi))`, ``k = 0, 1``
+    (one per digit of :func:`_digits`), formed from the exact rational value of the float64
+    :math:`\\theta_i`.
+    """
+    theta = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+    if np.any(theta > np.finfo(np.float32).max):
+        raise ValueError(
+            f"base must give frequencies within float32 range for dim {dim}, got {base!r} "
+            f"(largest frequency {theta.max():.3g})."
+        )
+    words = np.empty((2, 2, theta.size), np.uint32)
+    for i, t in enumerate(theta.tolist()):
+        turns = Fraction(t) / (2 * _PI)
+        for k in range(2):
+            fixed = round((turns * 2 ** (_DIGIT * k)) % 1 * 2**64) % 2**64
+            words[k, 0, i], words[k, 1, i] = fixed >> 32, fixed & 0xFFFFFFFF
+    return theta, words
+
+
+def _digits(positions: jax.Array) -> tuple[list[jax.Array], jax.Array | None]:
+    """Signed int32 digits of the integer part ``n`` of the positions, and ``p - n``.
+
+    ``n = d0`` (int32 and narrower) or ``n = d1 * 2^31 + d0`` (wider integers, and floats,
+    whose integer part can exceed int32); the fraction is ``None`` for integer positions.
+    Every step is exact: ``floor``, ``p - floor(p)``, ``trunc(n / 2^31)`` and
+    ``n - d1 * 2^31`` of a float are representable in its own format.
+    """
+    dt = positions.dtype
+    if jnp.issubdtype(dt, jnp.integer):
+        if dt.itemsize < 4 or dt == jnp.int32:
+            return [positions.astype(jnp.int32)], None
+        d0 = (positions & (2**_DIGIT - 1)).astype(jnp.int32)
+        d1 = positions >> _DIGIT
+        if jnp.issubdtype(dt, jnp.signedinteger):
+            d1 = jnp.clip(d1, -(2**31), 2**31 - 1)
+        else:
+            d1 = jnp.minimum(d1, 2**31 - 1)
+        return [d0, d1.astype(jnp.int32)], None
+    p = positions.astype(jnp.float32)
+    n = jax.lax.stop_gradient(jnp.floor(p))
+    d1 = jnp.trunc(n * 2.0**-_DIGIT)
+    d0 = n - d1 * 2.0**_DIGIT
+    d1 = jnp.clip(d1, -(2.0**31), 2.0**31 - 128)  # beyond 2^62 the turns are meaningless
+    return [d0.astype(jnp.int32), d1.astype(jnp.int32)], p - n
+
+
+def _mulhi(u: jax.Array, v_hi: jax.Array, v_lo: jax.Array) -> jax.Array:
+    """The high word of the 64-bit product of ``uint32`` ``u`` and ``v = v_hi 2^16 + v_lo``.
+
+    Schoolbook on 16-bit halves: every partial sum stays below 2^32, so it is exact in
+    ``uint32`` (no 64-bit integers, which TPUs lack).
+    """
+    u_hi, u_lo = u >> 16, u & 0xFFFF
+    m1 = u_hi * v_lo + ((u_lo * v_lo) >> 16)
+    m2 = u_lo * v_hi + (m1 & 0xFFFF)
+    return u_hi * v_hi + (m1 >> 16) + (m2 >> 16)
+
+
+def _turn_word(digit: jax.Array, hi: jax.Array, lo: jax.Array) -> jax.Array:
+    """The top word of ``digit * (hi 2^32 + lo) mod 2^64``: frac(digit phi) in 2^-32 units.
+
+    ``digit`` (signed int32) is sign-extended to 64 bits, ``s 2^32 + u`` with ``s`` 0 or
+    ``2^32 - 1``; products wrap modulo 2^32 (XLA's integer semantics), which drops whole
+    turns exactly.
+    """
+    u = jax.lax.bitcast_convert_type(digit, jnp.uint32)
+    s = jax.lax.bitcast_convert_type(digit >> 31, jnp.uint32)
+    return u * hi + _mulhi(u, lo >> 16, lo & 0xFFFF) + s * lo
 
 
 def _angles(positions: jax.Array, dim: int, base: float, dtype) -> jax.Array:
     """:math:`m\\theta_i`, :math:`\\theta_i = \\mathrm{base}^{-2i/\\mathrm{dim}}`: ``(..., dim/2)``.
 
-    Angles are formed in ``dtype`` promoted with the positions' float dtype and at least
-    float32, so large integer positions keep float32 (or better) precision.
+    Formed in ``dtype`` promoted with the positions' float dtype and at least float32. In
+    float64 the product is direct; in float32 the angle is reduced modulo :math:`2\\pi`
+    exactly (the module docstring) and lies in :math:`[-\\pi, \\pi)`, plus
+    :math:`(m - \\lfloor m \\rfloor)\\theta_i` for float positions.
     """
     if jnp.issubdtype(positions.dtype, jnp.floating):
         dtype = jnp.promote_types(dtype, positions.dtype)
     dtype = jnp.promote_types(dtype, jnp.float32)
-    exponents = jnp.arange(0, dim, 2, dtype=dtype) / dim
-    inv_freq = jnp.asarray(base, dtype) ** -exponents
-    inv_freq = inv_freq.reshape((1,) * positions.ndim + inv_freq.shape)
-    return positions.astype(dtype)[..., None] * inv_freq
+    theta, words = _frequencies(dim, base)
+    shape = (1,) * positions.ndim + theta.shape
+    p = positions[..., None]
+    if dtype == jnp.float64:
+        return p.astype(dtype) * jnp.asarray(theta.reshape(shape))
+    digits, frac = _digits(positions)
+    word = None
+    for k, digit in enumerate(digits):
+        hi, lo = (jnp.asarray(w.reshape(shape)) for w in words[k])
+        term = _turn_word(digit[..., None], hi, lo)
+        word = term if word is None else word + term
+    turns = jax.lax.bitcast_convert_type(word, jnp.int32).astype(jnp.float32) * 2.0**-32
+    angles = turns * np.float32(2 * np.pi)
+    if frac is not None:
+        angles = angles + frac[..., None] * jnp.asarray(theta.reshape(shape), jnp.float32)
+    return angles.astype(dtype)
 
 
 def sinusoidal_embedding(
@@ -63,17 +211,31 @@ def sinusoidal_embedding(
     :math:`p_m^\top p_n = \sum_i \cos((m - n)\theta_i)`, a function of :math:`m - n` alone
     that decays (on average) as :math:`|m - n|` grows.
 
+    Accuracy: the frequencies are float64 and the angles are reduced modulo :math:`2\pi`
+    exactly in integer arithmetic (see the module), so float32 embeddings stay within
+    about 1e-6 of the float64 formula for every int32 position and every float32 position
+    below :math:`2^{62}` in magnitude (float positions are exact as given: a float32 above
+    :math:`2^{24}` is an integer). The gradient with respect to float positions is
+    :math:`\theta_i \cos(k\theta_i)` and :math:`-\theta_i \sin(k\theta_i)`.
+
     Args:
-      positions: integer or float array of any shape ``(...)``.
-      dim: embedding size :math:`d` (static, even).
-      base: the base of the geometric frequencies (10000 in the paper).
+      positions: integer or float array of any shape ``(...)``; concrete values must be
+        finite. Traced NaN or infinite positions give NaN embeddings (they cannot be
+        checked under ``jit``).
+      dim: embedding size :math:`d`, a positive even int (static).
+      base: the base of the geometric frequencies (10000 in the paper), a concrete finite
+        number > 0.
       layout: ``"interleaved"`` (sin, cos, sin, cos, ...) or ``"concat"`` ([sin ... | cos ...]).
 
     Returns:
-      ``(..., dim)`` in float32, or float64 for float64 positions.
+      ``(..., dim)`` in float32, or float64 for float64 positions. Empty positions give an
+      empty ``(..., dim)`` array.
 
     Raises:
-      ValueError: if ``dim`` is odd or not positive, or ``layout`` is unknown.
+      TypeError: if ``dim`` is not an int, ``positions`` is not a real (non-bool) array, or
+        ``base`` is traced or not a number.
+      ValueError: if ``dim`` is not positive or odd, ``layout`` is unknown, ``base`` is not
+        finite and > 0, or concrete ``positions`` are NaN or infinite.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -89,11 +251,10 @@ def sinusoidal_embedding(
       Su Jianlin, "Transformer升级之路：1、Sinusoidal位置编码追根溯源",
       https://kexue.fm/archives/8231
     """
-    if dim <= 0:
-        raise ValueError(f"dim must be a positive even integer, got {dim}.")
-    _check_even("dim", dim)
-    _check_layout(layout, _SINUSOIDAL_LAYOUTS)
-    angles = _angles(jnp.asarray(positions), dim, base, jnp.float32)
+    dim = _even("dim", dim)
+    checks.choice("layout", layout, _SINUSOIDAL_LAYOUTS)
+    base = _base(base)
+    angles = _angles(_as_positions(positions), dim, base, jnp.float32)
     sin, cos = jnp.sin(angles), jnp.cos(angles)
     if layout == "interleaved":
         return jnp.stack([sin, cos], axis=-1).reshape(*angles.shape[:-1], dim)
@@ -118,13 +279,14 @@ def rope_permutation(head_dim: int) -> np.ndarray:
     key projection columns permuted (per head) by ``perm`` before it runs with the other.
 
     Args:
-      head_dim: :math:`H` (static, even).
+      head_dim: :math:`H`, a positive even int (static).
 
     Returns:
       An integer NumPy array ``(H,)``.
 
     Raises:
-      ValueError: if ``head_dim`` is odd.
+      TypeError: if ``head_dim`` is not an int (bool included).
+      ValueError: if ``head_dim`` is not positive or odd.
 
     Examples:
       >>> from jaxtricks.nn import rope_permutation
@@ -137,7 +299,7 @@ def rope_permutation(head_dim: int) -> np.ndarray:
       Su Jianlin, "Transformer升级之路：2、博采众长的旋转式位置编码",
       https://kexue.fm/archives/8265
     """
-    _check_even("head_dim", head_dim)
+    head_dim = _even("head_dim", head_dim)
     return np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
 
 
@@ -169,20 +331,30 @@ def _partner_gather(dtype) -> bool:
     return jnp.dtype(dtype).itemsize >= 4
 
 
-def _prepare(x: jax.typing.ArrayLike, layout: str, multiple: int) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must have a floating dtype, got {x.dtype}.")
+def _as_x(x: object, name: str, multiple: int | None) -> jax.Array:
+    """``x`` as a real floating array ``(..., T, N, H)``, ``H`` divisible by ``multiple``."""
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a floating array, got {x!r}.") from e
+    checks.array_dtype_kind(name, x, ("floating",))
     if x.ndim < 3:
-        raise ValueError(f"x must have shape (..., T, N, H), got {x.shape}.")
-    _check_even("the head dim H = x.shape[-1]", x.shape[-1], multiple)
-    _check_layout(layout, _ROPE_LAYOUTS)
+        raise ValueError(f"{name} must have shape (..., T, N, H), got {x.shape}.")
+    if multiple is not None and x.shape[-1] % multiple:
+        raise ValueError(
+            f"the head dim H = {name}.shape[-1] must be divisible by {multiple}, got "
+            f"{x.shape[-1]} ({name} is {x.shape})."
+        )
     return x
 
 
-def _check_positions(positions: jax.Array, x: jax.Array, trailing: tuple[int, ...]) -> None:
-    """``positions`` must be ``(..., T) + trailing`` with ``...`` broadcastable to x's batch."""
-    lead = x.shape[:-2]  # (..., T)
+def _check_positions(
+    positions: jax.Array, lead: tuple[int, ...], trailing: tuple[int, ...], source: str
+) -> None:
+    """``positions`` must be ``(..., T) + trailing`` with ``...`` broadcastable to ``lead``.
+
+    ``lead`` is ``(..., T)`` of the rotated array, described by ``source`` in the message.
+    """
     core = positions.shape[: positions.ndim - len(trailing)]
     want = "(..., T)" + ("" if not trailing else f" + {trailing}")
     ok = positions.ndim >= 1 + len(trailing) and positions.shape[len(core) :] == trailing
@@ -193,7 +365,7 @@ def _check_positions(positions: jax.Array, x: jax.Array, trailing: tuple[int, ..
             ok = False
     if not ok:
         raise ValueError(
-            f"positions must have shape {want} broadcastable to x's {lead} (x is {x.shape}), "
+            f"positions must have shape {want} broadcastable to {lead} ({source}), "
             f"got {positions.shape}."
         )
 
@@ -224,17 +396,55 @@ def _tables(positions: jax.Array, x: jax.Array, dim: int, base: float, layout: s
     return tables[0], tables[1]
 
 
+def _rope(
+    x: jax.Array,
+    positions: object,
+    base: object,
+    layout: object,
+    rotary_dim: object,
+    name: str,
+) -> jax.Array:
+    """:func:`apply_rope` on a checked ``x`` named ``name`` in messages."""
+    checks.choice("layout", layout, _ROPE_LAYOUTS)
+    base = _base(base)
+    head_dim = x.shape[-1]
+    if rotary_dim is None:
+        if head_dim % 2:
+            raise ValueError(
+                f"the head dim H = {name}.shape[-1] must be divisible by 2, got {head_dim} "
+                f"({name} is {x.shape}); rotate a part with rotary_dim."
+            )
+        rotary_dim = head_dim
+    else:
+        rotary_dim = _even("rotary_dim", rotary_dim)
+        if rotary_dim > head_dim:
+            raise ValueError(
+                f"rotary_dim must be <= the head dim {head_dim} ({name} is {x.shape}), "
+                f"got {rotary_dim}."
+            )
+    positions = _as_positions(positions)
+    _check_positions(positions, x.shape[:-2], (), f"{name} is {x.shape}")
+    if rotary_dim == head_dim:
+        cos, sin = _tables(positions, x, head_dim, base, layout)
+        return _rotate(x, cos, sin, layout)
+    part = x[..., :rotary_dim]
+    cos, sin = _tables(positions, part, rotary_dim, base, layout)
+    return jnp.concatenate([_rotate(part, cos, sin, layout), x[..., rotary_dim:]], axis=-1)
+
+
 def apply_rope(
     x: jax.typing.ArrayLike,
     positions: jax.typing.ArrayLike,
     *,
     base: float = 10000.0,
     layout: str = "interleaved",
+    rotary_dim: int | None = None,
 ) -> jax.Array:
     r"""Rotary position embedding (RoPE) of queries or keys.
 
     Each pair :math:`(a, b)` of features of the token at position :math:`m` is rotated by
-    :math:`m\theta_i`, :math:`\theta_i = \mathrm{base}^{-2i/H}`:
+    :math:`m\theta_i`, :math:`\theta_i = \mathrm{base}^{-2i/R}` with :math:`R` the
+    ``rotary_dim`` (:math:`H` by default):
 
     .. math::
 
@@ -245,31 +455,43 @@ def apply_rope(
         \qquad (R_m q)^\top (R_n k) = q^\top R_{n-m} k .
 
     Pair :math:`i` is :math:`(x_{2i}, x_{2i+1})` for ``layout="interleaved"`` (RoFormer,
-    bert4keras) and :math:`(x_i, x_{i+H/2})` for ``layout="half"`` (GPT-NeoX, Llama, Gemma,
+    bert4keras) and :math:`(x_i, x_{i+R/2})` for ``layout="half"`` (GPT-NeoX, Llama, Gemma,
     Hugging Face's and equinox's ``rotate_half``). The two give the same scores up to the feature
     permutation :func:`rope_permutation`, but checkpoints are **not** interchangeable: weights
-    trained with one layout must be permuted to run with the other.
+    trained with one layout must be permuted to run with the other. With ``rotary_dim=R < H``
+    (partial rotary, GPT-NeoX and Phi) only the first :math:`R` features rotate, with
+    frequencies over :math:`R` and the layout applied within them (``"half"`` pairs
+    :math:`(i, i + R/2)`); features :math:`R, \dots, H - 1` pass through unchanged.
 
-    Angles are computed in float32 at least (float64 for float64 inputs or positions), so
-    large positions keep their precision; the rotation runs in float32 for bfloat16 and
-    float16 inputs and the result is cast back to ``x``'s dtype. The sine and cosine tables
-    are computed once per call, ``(..., T, H/2)``, and broadcast over the heads.
+    Accuracy: the frequencies are float64 and float32 angles are reduced modulo
+    :math:`2\pi` exactly in integer arithmetic (see the module), so the rotation matches the
+    float64 formula to about :math:`10^{-6}\,|x|` for every int32 position (10⁶, 2²⁴ and
+    beyond alike) and every float32 position below :math:`2^{62}` in magnitude (taken exactly
+    as given, so interpolated positions keep float32 accuracy relative to their size).
+    bfloat16 and float16 inputs rotate in float32 and round once to their dtype; float64
+    inputs or positions compute in float64. The sine and cosine tables are computed once per
+    call, ``(..., T, R/2)``, and broadcast over the heads.
 
     Args:
       x: ``(..., T, N, H)``, the layout of :func:`jax.nn.dot_product_attention` (batch, time,
-        heads, head dim); ``H`` even.
+        heads, head dim), real floating; ``H`` even unless ``rotary_dim`` is given.
       positions: ``(..., T)``, integers or floats (e.g. ``offset + arange(T)`` when decoding
-        with a cache), its leading axes broadcastable to ``x``'s batch axes.
-      base: the base of the geometric frequencies.
+        with a cache), its leading axes broadcastable to ``x``'s batch axes. Concrete values
+        must be finite; traced NaN or infinite positions give NaN in their tokens' rotated
+        features (they cannot be checked under ``jit``).
+      base: the base of the geometric frequencies, a concrete finite number > 0.
       layout: ``"interleaved"`` or ``"half"``.
+      rotary_dim: ``None`` (rotate all ``H`` features) or a positive even int ``<= H``.
 
     Returns:
-      The rotated ``x``, same shape and dtype.
+      The rotated ``x``, same shape and dtype (``T = 0`` gives the empty array back).
 
     Raises:
-      TypeError: if ``x`` is not floating.
-      ValueError: if ``H`` is odd, ``layout`` is unknown or the shapes of ``positions`` and
-        ``x`` do not match.
+      TypeError: if ``x`` is not real floating, ``positions`` is not a real (non-bool) array,
+        ``rotary_dim`` is not an int, or ``base`` is traced or not a number.
+      ValueError: if ``H`` (or ``rotary_dim``) is odd, ``rotary_dim`` is not in ``[1, H]``,
+        ``layout`` is unknown, ``base`` is not finite and > 0, the shapes of ``positions``
+        and ``x`` do not match, or concrete ``positions`` are NaN or infinite.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -281,18 +503,19 @@ def apply_rope(
       >>> s = jnp.einsum("btnh,bsnh->bnts", rq, rk)[0, 0]
       >>> print(jnp.allclose(s[1, 0], s[3, 2]), jnp.allclose(s[0, 0], 8.0))  # depends on m - n
       True True
+      >>> partial = apply_rope(q, pos, layout="half", rotary_dim=4)  # features 4..7 untouched
+      >>> print(bool(jnp.all(partial[..., 4:] == q[..., 4:])))
+      True
 
     References:
       Jianlin Su, Yu Lu, Shengfeng Pan, Ahmed Murtadha, Bo Wen, Yunfeng Liu, "RoFormer:
       Enhanced Transformer with Rotary Position Embedding", 2021, arXiv:2104.09864.
+      Sid Black et al., "GPT-NeoX-20B: An Open-Source Autoregressive Language Model", 2022,
+      arXiv:2204.06745 (partial rotary).
       Su Jianlin, "Transformer升级之路：2、博采众长的旋转式位置编码",
       https://kexue.fm/archives/8265
     """
-    x = _prepare(x, layout, 2)
-    positions = jnp.asarray(positions)
-    _check_positions(positions, x, ())
-    cos, sin = _tables(positions, x, x.shape[-1], base, layout)
-    return _rotate(x, cos, sin, layout)
+    return _rope(_as_x(x, "x", None), positions, base, layout, rotary_dim, "x")
 
 
 def apply_rope_2d(
@@ -314,22 +537,26 @@ def apply_rope_2d(
 
     with :math:`R_x` the :math:`H/2`-dimensional rotation of :func:`apply_rope`
     (:math:`\theta_i = \mathrm{base}^{-2i/(H/2)}`). ``layout`` applies within each half:
-    ``"half"`` pairs :math:`(i, i + H/4)` inside each half. Precision and dtypes as in
-    :func:`apply_rope`.
+    ``"half"`` pairs :math:`(i, i + H/4)` inside each half. Precision (angles reduced exactly,
+    about :math:`10^{-6}|x|` against float64 for any int32 coordinate), dtypes and the
+    handling of non-finite traced coordinates as in :func:`apply_rope`.
 
     Args:
-      x: ``(..., T, N, H)`` with ``H`` divisible by 4.
-      positions: ``(..., T, 2)``, the two coordinates of each token (integers or floats).
-      base: the base of the geometric frequencies.
+      x: ``(..., T, N, H)`` real floating, with ``H`` divisible by 4.
+      positions: ``(..., T, 2)``, the two coordinates of each token (integers or floats);
+        concrete values must be finite.
+      base: the base of the geometric frequencies, a concrete finite number > 0.
       layout: ``"interleaved"`` or ``"half"``.
 
     Returns:
-      The rotated ``x``, same shape and dtype.
+      The rotated ``x``, same shape and dtype (``T = 0`` gives the empty array back).
 
     Raises:
-      TypeError: if ``x`` is not floating.
-      ValueError: if ``H`` is not divisible by 4, ``layout`` is unknown or ``positions`` is not
-        ``(..., T, 2)`` matching ``x``.
+      TypeError: if ``x`` is not real floating, ``positions`` is not a real (non-bool) array,
+        or ``base`` is traced or not a number.
+      ValueError: if ``H`` is not divisible by 4, ``layout`` is unknown, ``base`` is not
+        finite and > 0, ``positions`` is not ``(..., T, 2)`` matching ``x``, or concrete
+        ``positions`` are NaN or infinite.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -347,9 +574,15 @@ def apply_rope_2d(
       Su Jianlin, "Transformer升级之路：4、二维位置的旋转式位置编码",
       https://kexue.fm/archives/8397
     """
-    x = _prepare(x, layout, 4)
-    positions = jnp.asarray(positions)
-    _check_positions(positions, x, (2,))
+    return _rope_2d(_as_x(x, "x", 4), positions, base, layout, "x")
+
+
+def _rope_2d(x: jax.Array, positions: object, base: object, layout: object, name: str):
+    """:func:`apply_rope_2d` on a checked ``x`` named ``name`` in messages."""
+    checks.choice("layout", layout, _ROPE_LAYOUTS)
+    base = _base(base)
+    positions = _as_positions(positions)
+    _check_positions(positions, x.shape[:-2], (2,), f"{name} is {x.shape}")
     half = x.shape[-1] // 2
     parts = []
     for axis, xs in enumerate((x[..., :half], x[..., half:])):

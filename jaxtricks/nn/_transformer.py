@@ -10,9 +10,16 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 import jaxtricks.activations
-from jaxtricks._src.checks import positive_int
+from jaxtricks._src import checks
 
-from ._attention import RoPEAttention
+from ._attention import (
+    RoPEAttention,
+    _as_float,
+    _check_config,
+    _check_mask,
+    _check_module_args,
+    _check_positions_for,
+)
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_erf": jaxtricks.activations.gelu_erf,
@@ -25,11 +32,32 @@ _NORMS = ("post", "pre")
 def _activation(activation: str | Callable[[jax.Array], jax.Array]):
     if callable(activation):
         return activation
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be a callable or one of {tuple(_ACTIVATIONS)}, got {activation!r}."
+        )
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"activation must be a callable or one of {tuple(_ACTIVATIONS)}, got {activation!r}."
         )
     return _ACTIVATIONS[activation]
+
+
+def _remat_policy(remat: object) -> None:
+    """Resolves ``remat`` once, before any parameter exists; errors name the argument."""
+    # Imported here: jaxtricks.remat may import jaxtricks.nn for its examples.
+    import jaxtricks.remat
+
+    if remat is not None and not isinstance(remat, str):
+        if not (isinstance(remat, (tuple, list)) and all(isinstance(n, str) for n in remat)):
+            raise TypeError(
+                f"remat must be None, a policy name or a sequence of checkpoint names, "
+                f"got {remat!r}."
+            )
+    try:
+        jaxtricks.remat.policy(remat)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"remat={remat!r}: {e}") from e
 
 
 class MLP(nnx.Module):
@@ -139,10 +167,11 @@ class TransformerEncoder(nnx.Module):
     the square root). Dropout is not included.
 
     Args:
-      num_layers: ``L`` ≥ 1.
-      dim: model width ``D``.
-      num_heads: attention heads; must divide ``dim``.
-      mlp_dim: hidden width ``F`` of the feed-forward block (BERT: ``4 * dim``).
+      num_layers: ``L``, a positive int.
+      dim: model width ``D``, a positive int.
+      num_heads: attention heads, a positive int dividing ``dim``.
+      mlp_dim: hidden width ``F`` of the feed-forward block (BERT: ``4 * dim``), a positive
+        int.
       rope: ``"1d"``, ``"2d"`` or ``None`` (no positions), as in :class:`RoPEAttention`.
       layout: RoPE pair layout, ``"interleaved"`` or ``"half"``.
       causal: causal attention in every layer.
@@ -150,9 +179,9 @@ class TransformerEncoder(nnx.Module):
       norm: ``"post"`` (BERT) or ``"pre"``.
       activation: ``"gelu_erf"`` (exact GELU, BERT, PyTorch's default), ``"gelu_tanh"``
         (the tanh approximation, ``jax.nn.gelu``'s default), ``"relu"`` or a callable.
-      layer_norm_epsilon: LayerNorm epsilon; ``1e-12`` matches BERT checkpoints, ``1e-6``
-        is the usual choice for pre-LN models and low precision (``1e-12`` is below bf16 and
-        float16 resolution and guards nothing there).
+      layer_norm_epsilon: LayerNorm epsilon, a concrete finite number > 0; ``1e-12`` matches
+        BERT checkpoints, ``1e-6`` is the usual choice for pre-LN models and low precision
+        (``1e-12`` is below bf16 and float16 resolution and guards nothing there).
       remat: ``None`` (no recomputation) or a policy name of :func:`jaxtricks.remat.policy`
         (``"none"``, ``"full"``, ``"dots"``, ``"dots_no_batch"``, ``"save:<names>"``) applied
         to the layer body inside the scan. Values tagged with ``checkpoint_name``:
@@ -163,11 +192,19 @@ class TransformerEncoder(nnx.Module):
       param_dtype: parameter dtype.
 
     Raises:
-      ValueError: bad ``num_layers``, ``norm``, ``activation``, ``rope``, ``layout``, head
-        split, or an unknown ``remat`` policy (from :func:`jaxtricks.remat.policy`).
+      TypeError: a non-int size (``num_layers``, ``dim``, ``num_heads``, ``mlp_dim``; bool
+        included), non-bool ``causal``, an ``activation`` that is neither a name nor a
+        callable, a ``remat`` of the wrong type, a traced ``base``, ``rngs`` not an
+        ``nnx.Rngs``, or an integer or complex ``dtype`` / ``param_dtype``.
+      ValueError: a size < 1, ``dim`` not divisible by ``num_heads``, a head dim that
+        ``rope`` cannot rotate, unknown ``rope``, ``layout``, ``norm``, ``activation`` name
+        or ``remat`` policy (the message quotes :func:`jaxtricks.remat.policy`), a
+        non-finite or non-positive ``base`` or ``layer_norm_epsilon``.
 
     Call ``(x, mask=None, positions=None)``: ``x`` ``(B, T, D)``, ``mask`` ``(B, T)`` bool
-    (``True`` valid), ``positions`` as in :class:`RoPEAttention`. Returns ``(B, T, D)``.
+    (``True`` valid), ``positions`` as in :class:`RoPEAttention`. Returns ``(B, T, D)``. A
+    wrong ``x``, ``mask`` or ``positions`` raises as in :func:`rope_attention` before any
+    layer runs; queries without any valid key get a zero attention output (finite).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -211,14 +248,17 @@ class TransformerEncoder(nnx.Module):
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        positive_int("num_layers", num_layers)
-        if norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}.")
+        num_layers = checks.positive_int("num_layers", num_layers)
+        _check_config("dim", dim, num_heads, rope, layout, causal, base)
+        mlp_dim = checks.positive_int("mlp_dim", mlp_dim)
+        checks.choice("norm", norm, _NORMS)
         _activation(activation)
-        # Imported here: jaxtricks.remat may import jaxtricks.nn for its examples.
-        import jaxtricks.remat
-
-        jaxtricks.remat.policy(remat)  # raises on unknown names, before any parameter exists
+        if checks.is_traced(layer_norm_epsilon):
+            raise TypeError("layer_norm_epsilon must be a concrete number, got a traced value.")
+        checks.number("layer_norm_epsilon", layer_norm_epsilon, low=0.0, low_open=True)
+        layer_norm_epsilon = float(layer_norm_epsilon)
+        _remat_policy(remat)
+        _check_module_args(rngs, dtype, param_dtype)
         self.num_layers, self.dim, self.num_heads, self.mlp_dim = (
             num_layers,
             dim,
@@ -258,8 +298,13 @@ class TransformerEncoder(nnx.Module):
         mask: jax.typing.ArrayLike | None = None,
         positions: jax.typing.ArrayLike | None = None,
     ) -> jax.Array:
+        x = _as_float("x", x)
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, T, {self.dim}), got {x.shape}.")
+        # Checked here, outside the scan, so that errors name the encoder's arguments.
+        mask = _check_mask(mask, *x.shape[:2])
+        rope = self.layers.attention.rope
+        _check_positions_for(rope, positions, *x.shape[:2], f"x is {x.shape}")
         import jaxtricks.remat
 
         def body(h, layer):

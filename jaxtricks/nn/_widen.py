@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxtricks._src import checks
 
 from ._transformer import TransformerEncoder
 
@@ -114,7 +114,7 @@ def widen(model: TransformerEncoder, factor: int = 2) -> TransformerEncoder:
 
     Args:
       model: a :class:`TransformerEncoder` of width ``D``.
-      factor: the integer widening factor ``f >= 1`` (static).
+      factor: the widening factor ``f``, a positive Python int (static; 1 gives an equal copy).
 
     Returns:
       A new :class:`TransformerEncoder` of width ``f * D``, ``f * mlp_dim``, the same number
@@ -123,8 +123,9 @@ def widen(model: TransformerEncoder, factor: int = 2) -> TransformerEncoder:
       same ``mask`` and ``positions``). ``model`` is not modified.
 
     Raises:
-      TypeError: if ``model`` is not a :class:`TransformerEncoder`.
-      ValueError: if ``factor`` is not an integer ``>= 1``.
+      TypeError: if ``model`` is not a :class:`TransformerEncoder` or ``factor`` is not an
+        int (bool, float and string included).
+      ValueError: if ``factor < 1``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -147,9 +148,7 @@ def widen(model: TransformerEncoder, factor: int = 2) -> TransformerEncoder:
     """
     if not isinstance(model, TransformerEncoder):
         raise TypeError(f"model must be a TransformerEncoder, got {type(model).__name__}.")
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
-        raise ValueError(f"factor must be an integer >= 1, got {factor!r}.")
-    f = int(factor)
+    f = checks.positive_int("factor", factor)
     attention, fc1 = model.layers.attention, model.layers.mlp.fc1
     config = dict(
         rope=attention.rope,

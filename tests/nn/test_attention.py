@@ -208,6 +208,16 @@ def test_pure_function_matches_module():
     np.testing.assert_allclose(layer.out(o.reshape(B, T, D)), layer(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("offset", [10**6, 2**24 - T])
+def test_long_context_offsets_leave_float32_attention_unchanged(offset):
+    # Scores depend on m - n only; with exactly reduced angles this holds in float32 at
+    # long-context offsets too (float32 angles p * theta would drift by ~p 2^-24 rad).
+    q, k, v = (_x(s, (B, T, N, H)) for s in (11, 12, 13))
+    near = rope_attention(q, k, v, jnp.arange(T), layout="half", causal=True)
+    far = rope_attention(q, k, v, offset + jnp.arange(T), layout="half", causal=True)
+    np.testing.assert_allclose(far, near, rtol=0, atol=2e-5)
+
+
 # ---------------------------------------------------------------- dtypes
 def test_bf16_path():
     ref = RoPEAttention(D, N, rngs=nnx.Rngs(0))

@@ -175,16 +175,182 @@ def test_jit_equals_eager_and_vmap_equals_loop(layout):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 def test_dtype_kept(dtype):
     x = jnp.asarray(_x(), dtype)
-    pos = jnp.arange(T) * 4096  # large positions: angles still computed in float32
+    pos = jnp.arange(T) * 4096
     out = apply_rope(x, pos)
     assert out.dtype == dtype
     assert apply_rope_2d(x, jnp.stack([pos, pos], -1), layout="half").dtype == dtype
     want = _reference(
         np.asarray(x, np.float64), np.broadcast_to(np.asarray(pos), (B, T)), "interleaved"
     )
-    # float32 angles near 16384 carry an absolute error of about 16384 * 2^-24 = 1e-3 rad.
-    atol = 5e-2 if dtype == jnp.bfloat16 else 5e-3
-    np.testing.assert_allclose(np.asarray(out, np.float64), want, atol=atol)
+    _assert_close_to_reference(out, want)
+
+
+# ---------------------------------------------------------------- long contexts (float32)
+LONG_H = 128
+
+
+def _assert_close_to_reference(got, want):
+    """float32 within 1e-5 absolute; bf16/f16 within one rounding of the exact value."""
+    rel = 0.0 if got.dtype == jnp.float32 else 2.0**-8  # bf16: 8 significant bits
+    got = np.asarray(got.astype(jnp.float32), np.float64)
+    bound = 1e-5 + rel * np.abs(want)
+    err = np.abs(got - want)
+    assert np.all(err <= bound), f"max error {err.max():.2e} (bound {bound.max():.2e})"
+
+
+def _fast_reference(x, positions, layout, base=10000.0):
+    """Vectorised float64 RoPE, x (..., T, N, H), positions (T,): exact to ~|p| 2^-53 rad."""
+    x = np.asarray(x, np.float64)
+    h = x.shape[-1]
+    angles = np.asarray(positions, np.float64)[:, None] * base ** (-np.arange(0, h, 2) / h)
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]  # (T, 1, H/2)
+    if layout == "interleaved":
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2], out[..., 1::2] = a * c - b * s, b * c + a * s
+        return out
+    a, b = x[..., : h // 2], x[..., h // 2 :]
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+
+_jit_rope = jax.jit(apply_rope, static_argnames=("layout", "rotary_dim"))
+
+
+@pytest.mark.parametrize("start", [10**6 - 64, 2**24 - 64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pos_dtype", [jnp.int32, jnp.float32])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_long_context_matches_float64(start, layout, pos_dtype, dtype):
+    # float32 angles p * theta are off by ~p 2^-24 rad (a full turn near 2^24): the angles
+    # are reduced exactly instead, so float32 stays within 1e-5 of float64 NumPy.
+    pos = np.arange(start, start + 64)
+    x = jnp.asarray(_x((1, 64, 2, LONG_H)), dtype)
+    got = _jit_rope(x, jnp.asarray(pos, pos_dtype), layout=layout)
+    assert got.dtype == dtype
+    _assert_close_to_reference(got, _fast_reference(np.asarray(x, np.float64), pos, layout))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_long_context_2d_and_fractional_positions(layout):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(_x((1, 16, 1, LONG_H)), jnp.float32)
+    grid = rng.integers(2**24 - 2**20, 2**24, size=(16, 2))
+    got = jax.jit(apply_rope_2d, static_argnames="layout")(x, jnp.asarray(grid), layout=layout)
+    want = _reference_2d(np.asarray(x)[0], grid, layout)
+    _assert_close_to_reference(got[0], want)
+    # Interpolated positions (float32, exact as given): quarter steps near 10^6.
+    pos = (10**6 + 0.25 * np.arange(16)).astype(np.float32)
+    got = _jit_rope(x, jnp.asarray(pos), layout=layout)
+    _assert_close_to_reference(got, _fast_reference(np.asarray(x), pos.astype(np.float64), layout))
+
+
+def _exact_angles(positions, h, base=10000.0):
+    """(p theta_i) mod 2 pi from exact rationals (theta_i the float64 frequency)."""
+    from fractions import Fraction
+
+    two_pi = 2 * Fraction("3.14159265358979323846264338327950288419716939937510")
+    theta = base ** (-np.arange(0, h, 2) / h)
+    return np.array(
+        [[float(Fraction(int(p)) * Fraction(float(t)) % two_pi) for t in theta] for p in positions]
+    )
+
+
+def test_int32_extremes_and_int64_positions():
+    # Beyond float64's own accuracy for p theta (2^31 * 2^-53 rad): an exact reference.
+    pos = np.array([2**31 - 1, 2**31 - 2, -(2**31), -(2**31) + 5, 1, -1, 0, 2**30 + 7])
+    angles = _exact_angles(pos, 16)
+    x = _x((8, 1, 16))
+    want = np.empty_like(x)
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    want[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+    want[..., 1::2] = x[..., 1::2] * c + x[..., 0::2] * s
+    got = _jit_rope(jnp.asarray(x, jnp.float32), jnp.asarray(pos, jnp.int32))
+    _assert_close_to_reference(got, want)
+    with jax.enable_x64(True):  # int64 positions with float32 x: two 31-bit digits
+        big = np.array([2**40 + 3, -(2**45) - 7, 2**31, 2**32 + 1, 12345, -1, 0, 9])
+        angles = _exact_angles(big, 16)
+        c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+        want[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        want[..., 1::2] = x[..., 1::2] * c + x[..., 0::2] * s
+        got = apply_rope(jnp.asarray(x, jnp.float32), jnp.asarray(big, jnp.int64))
+        assert got.dtype == jnp.float32
+        _assert_close_to_reference(got, want)
+
+
+def test_exact_angles_under_vmap_and_grad():
+    x = jnp.asarray(_x((3, 4, 2, 8)), jnp.float32)
+    ct = jnp.asarray(_x((3, 4, 2, 8), 9), jnp.float32)
+    pos = jnp.asarray([[10**6, 10**6 + 1, 2**24 - 1, 7]] * 3) + jnp.arange(3)[:, None]
+
+    @jax.jit
+    def run(x, pos):
+        mapped = jax.vmap(apply_rope)(x, pos)
+        # The rotation is linear in x: its gradient is the transposed rotation.
+        grad = jax.grad(lambda a: jnp.sum(apply_rope(a, pos) * ct))(x)
+        return mapped, apply_rope(x, pos), grad
+
+    mapped, direct, grad = run(x, pos)
+    np.testing.assert_allclose(mapped, direct, rtol=0, atol=1e-6)
+    want = _reference(np.asarray(ct, np.float64), -np.asarray(pos), "interleaved")
+    np.testing.assert_allclose(np.asarray(grad, np.float64), want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- partial rotary
+def _hf_partial_rotary(x, positions, rotary_dim, layout, base=10000.0):
+    """Hugging Face's partial rotary (GPT-NeoX, Phi) in float64 NumPy, x (T, N, H).
+
+    ``inv_freq = 1 / base^(arange(0, R, 2) / R)``; ``emb = cat(freqs, freqs)``; the first
+    ``R`` features become ``x_rot * cos + rotate_half(x_rot) * sin`` (``"half"``: halves of
+    ``R/2``; ``"interleaved"``: GPT-J's pairs), the rest pass through.
+    """
+    r = rotary_dim
+    inv_freq = 1.0 / base ** (np.arange(0, r, 2) / r)
+    freqs = np.asarray(positions, np.float64)[:, None] * inv_freq
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    if layout == "half":
+        emb = np.concatenate([freqs, freqs], axis=-1)[:, None]
+        rotated = np.concatenate([-x_rot[..., r // 2 :], x_rot[..., : r // 2]], axis=-1)
+    else:
+        emb = np.repeat(freqs, 2, axis=-1)[:, None]
+        rotated = np.stack([-x_rot[..., 1::2], x_rot[..., 0::2]], axis=-1).reshape(x_rot.shape)
+    return np.concatenate([x_rot * np.cos(emb) + rotated * np.sin(emb), x_pass], axis=-1)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_partial_rotary_matches_hugging_face_convention(x64, layout):
+    x = _x((T, N, 10))  # H = 10: an odd number of pairs, only a prefix can rotate
+    pos = np.array([0, 3, 17, 250, 999])
+    for rotary_dim in (4, 10):
+        got = _jit_rope(jnp.asarray(x), jnp.asarray(pos), layout=layout, rotary_dim=rotary_dim)
+        want = _hf_partial_rotary(x, pos, rotary_dim, layout)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-12)
+        np.testing.assert_array_equal(np.asarray(got)[..., rotary_dim:], x[..., rotary_dim:])
+    # rotary_dim = H is the full rotation.
+    full = _jit_rope(jnp.asarray(x), jnp.asarray(pos), layout=layout)
+    np.testing.assert_array_equal(full, got)
+
+
+def test_partial_rotary_matches_transformers_if_installed():
+    pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from transformers.models.gpt_neox import modeling_gpt_neox as neox
+
+    r, h = 4, 10
+    x = _x((1, T, N, h))
+    pos = np.array([0, 3, 17, 250, 999])
+    inv_freq = 1.0 / 10000.0 ** (np.arange(0, r, 2) / r)
+    emb = np.concatenate([pos[:, None] * inv_freq] * 2, axis=-1)[None]  # (1, T, R)
+    cos, sin = torch.tensor(np.cos(emb)), torch.tensor(np.sin(emb))
+    q = torch.tensor(x).transpose(1, 2)  # Hugging Face's layout is (B, N, T, H)
+    try:  # recent versions rotate the first cos.shape[-1] features and pass the rest
+        q_embed, _ = neox.apply_rotary_pos_emb(q, q, cos, sin)
+    except RuntimeError:  # older ones take the rotary part only
+        q_rot, _ = neox.apply_rotary_pos_emb(q[..., :r], q[..., :r], cos, sin)
+        q_embed = torch.cat([q_rot, q[..., r:]], dim=-1)
+    want = q_embed.transpose(1, 2).numpy()
+    with jax.enable_x64(True):
+        got = apply_rope(jnp.asarray(x), jnp.asarray(pos), layout="half", rotary_dim=r)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-12)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -264,8 +264,9 @@ def test_bf16_path():
         (dict(num_layers=0), "num_layers must be a positive int, got 0"),
         (dict(norm="sandwich"), "norm must be one of"),
         (dict(activation="swish"), "activation must be a callable or one of"),
-        (dict(remat="everything"), "unknown policy 'everything'"),
-        (dict(dim=30), "in_features must be divisible by num_heads"),
+        (dict(remat="everything"), "remat='everything': .*unknown policy 'everything'"),
+        (dict(dim=30), "dim must be divisible by num_heads, got dim=30, num_heads=4"),
+        (dict(mlp_dim=0), "mlp_dim must be a positive int, got 0"),
     ],
 )
 def test_constructor_errors(kwargs, match):
