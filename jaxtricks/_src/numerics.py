@@ -17,22 +17,35 @@ def compute_dtype(*arrays: jax.typing.ArrayLike) -> jnp.dtype:
     return jnp.promote_types(jnp.result_type(*arrays, float), jnp.float32)
 
 
+def _scaled(x: jax.Array, axis) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(y, scale, sum_sq, nonzero)`` with ``y = x / scale`` (entries of magnitude <= ~1).
+
+    The division is two multiplications by ``rsqrt(scale)``: XLA:CPU turns ``x / s`` into
+    ``x * (1 / s)``, and ``1 / s`` is subnormal (flushed to 0) for ``s`` above ~8.5e37 in
+    float32, while ``rsqrt(s)`` and each partial product stay normal. ``sum_sq`` is at least
+    ~1 wherever ``nonzero``; the scale carries no gradient (the results do not depend on it).
+    """
+    x = jnp.asarray(x)
+    mag = jnp.abs(x)
+    scale = jax.lax.stop_gradient(jnp.max(mag, axis=axis, keepdims=True))
+    nonzero = scale > 0
+    safe_scale = jnp.where(nonzero, scale, 1)
+    inv_root = jax.lax.rsqrt(safe_scale)
+    y = x * inv_root * inv_root
+    sum_sq = jnp.sum(jnp.square(jnp.abs(y)), axis=axis, keepdims=True)
+    return y, safe_scale, jnp.where(nonzero, sum_sq, 1), nonzero
+
+
 def safe_norm(
     x: jax.typing.ArrayLike, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False
 ) -> jax.Array:
     """Euclidean norm of real or complex ``x`` along ``axis``: no overflow, finite gradient at 0.
 
     The gradient is ``x / ||x||`` where ``x != 0`` and 0 at the zero vector (a subgradient).
+    A norm beyond the dtype's range is ``inf``, as it must be.
     """
-    x = jnp.asarray(x)
-    mag = jnp.abs(x)
-    # The scale only conditions the sum; the result does not depend on it, hence no gradient.
-    scale = jax.lax.stop_gradient(jnp.max(mag, axis=axis, keepdims=True))
-    nonzero = scale > 0
-    safe_scale = jnp.where(nonzero, scale, 1)
-    sum_sq = jnp.sum(jnp.square(mag / safe_scale), axis=axis, keepdims=True)
-    # sum_sq >= 1 wherever scale > 0, so only the zero vector needs the inner where.
-    norm = jnp.where(nonzero, safe_scale * jnp.sqrt(jnp.where(nonzero, sum_sq, 1)), 0)
+    _, scale, sum_sq, nonzero = _scaled(x, axis)
+    norm = jnp.where(nonzero, scale * jnp.sqrt(sum_sq), 0)
     return norm if keepdims else jnp.squeeze(norm, axis=axis)
 
 
@@ -41,10 +54,16 @@ def l2_normalize(
 ) -> jax.Array:
     """``x / max(||x||, min_norm)`` along ``axis``; the zero vector maps to 0, gradient finite.
 
-    With ``min_norm = 0`` the result is exactly unit-norm for every nonzero finite ``x``.
+    With ``min_norm = 0`` the result is unit-norm for every nonzero finite ``x``, however
+    large or small its entries.
     """
     x = jnp.asarray(x)
-    norm = safe_norm(x, axis=axis, keepdims=True)
-    denom = jnp.maximum(norm, jnp.asarray(min_norm, norm.dtype))
-    nonzero = denom > 0
-    return jnp.where(nonzero, x / jnp.where(nonzero, denom, 1), 0).astype(x.dtype)
+    y, scale, sum_sq, nonzero = _scaled(x, axis)
+    root = jnp.sqrt(sum_sq)
+    # Normalise the scaled vector: dividing x itself by a norm near the float range would
+    # meet the flushed reciprocal again.
+    unit = y / root
+    if min_norm > 0:
+        below = scale * root < min_norm
+        unit = jnp.where(below, x / jnp.asarray(min_norm, unit.dtype), unit)
+    return jnp.where(nonzero, unit, 0).astype(x.dtype)

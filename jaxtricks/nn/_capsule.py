@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import jax
@@ -10,15 +9,21 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
+from jaxtricks._src import checks
 from jaxtricks._src.checks import positive_int
+from jaxtricks._src.numerics import l2_normalize, safe_norm
+
+from ._vq import _check_bool
 
 _METHODS = ("hinton", "kmeans")
 # Squash offset each routing uses: the paper's 1, and 0.5 in Su's K-means code (post 5112).
 _ROUTING_OFFSET = {"hinton": 1.0, "kmeans": 0.5}
 
 
-def _compute_dtype(x: jax.Array) -> jnp.dtype:
-    """float32 for half precision and integers, float64 for float64."""
+def _compute_dtype(x: jax.Array, name: str) -> jnp.dtype:
+    """float32 for half precision and integers, float64 for float64; bool/complex rejected."""
+    # Lengths and agreements are real: complex capsules would silently lose their imaginary part.
+    checks.array_dtype_kind(name, x, ("integer", "floating"))
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return jnp.dtype(jnp.float32)
     return jnp.promote_types(x.dtype, jnp.float32)
@@ -26,12 +31,6 @@ def _compute_dtype(x: jax.Array) -> jnp.dtype:
 
 def _out_dtype(x: jax.Array) -> jnp.dtype:
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
-
-
-def _safe_norm_and_sq(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
-    """(‖x‖, ‖x‖²) along ``axis`` (kept), the norm floored so that its gradient at 0 is finite."""
-    sq = jnp.sum(x * x, axis=axis, keepdims=True)
-    return jnp.sqrt(jnp.maximum(sq, jnp.finfo(x.dtype).tiny)), sq
 
 
 def _check_axis(axis: int, ndim: int) -> int:
@@ -44,12 +43,39 @@ def _check_axis(axis: int, ndim: int) -> int:
     return axis % ndim
 
 
-def _squash(s: jax.Array, axis: int, offset: float) -> jax.Array:
-    norm, sq = _safe_norm_and_sq(s, axis)
-    return s * (norm / (offset + sq))
+def _squash(s: jax.Array, axis: int, offset: float | jax.Array) -> jax.Array:
+    """``s ||s|| / (c + ||s||²)`` that neither overflows nor divides 0 by 0.
+
+    With ``m = max|s_i|`` held constant (the result does not depend on it), ``u = s / m`` and
+    ``r = ||u|| ∈ [1, √d]``: ``u / (r + c / (m² r))`` for ``m >= 1`` (no ``||s||²`` to
+    overflow: ``||s|| = 1e20`` in float32 gives the unit direction) and ``u m n / (c + n²)``
+    with ``n = m r`` for ``m < 1`` (no ``c / m²`` to overflow). The zero vector maps to 0
+    with gradient 0, its exact Jacobian; a vector with infinite components maps to its limit
+    ``lim_{t→∞} squash(t v) = v / ||v||``, ``v`` the signs of those components.
+    """
+    inf = jnp.isinf(s)
+    any_inf = jnp.any(inf, axis=axis, keepdims=True)
+    s = jnp.where(any_inf, jnp.where(inf, jnp.sign(s), 0.0), s)
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(s), axis=axis, keepdims=True))
+    pos, big = m > 0, m >= 1
+    # Two products with 1/sqrt(m), not s / m: XLA's CPU divides by multiplying with the
+    # reciprocal, which is subnormal (flushed to 0) for m above about 8.5e37 in float32, and
+    # it folds s / a / a into s / (a * a). The scale need not be exact: u is s times a constant.
+    inv = jax.lax.rsqrt(jnp.where(pos, m, 1.0))
+    u = s * inv * inv
+    r = jnp.where(pos, safe_norm(u, axis=axis, keepdims=True), 1.0)
+    # Each branch sees only its own range of m (double where): no inf, hence no NaN gradient.
+    m_big, m_small = jnp.where(big, m, 1.0), jnp.where(big, 0.0, m)
+    # Should XLA fold the divisions into one by m² r, m² overflows to inf: the term's limit 0.
+    large = u / (r + offset / m_big / m_big / r)
+    n = m_small * r
+    small = u * (m_small * n / (offset + n * n))
+    return jnp.where(any_inf, u / r, jnp.where(big, large, small))
 
 
-def squash(s: jax.typing.ArrayLike, *, axis: int = -1, offset: float = 1.0) -> jax.Array:
+def squash(
+    s: jax.typing.ArrayLike, *, axis: int = -1, offset: float | jax.Array = 1.0
+) -> jax.Array:
     r"""The capsule nonlinearity: keeps a vector's direction and maps its length into [0, 1).
 
     .. math::
@@ -60,21 +86,30 @@ def squash(s: jax.typing.ArrayLike, *, axis: int = -1, offset: float = 1.0) -> j
     with :math:`c` = ``offset``: 1 in the paper, 0.5 in Su's experiments (post 4819 finds it
     slightly better: it amplifies short vectors instead of shrinking every length). The
     output length :math:`\lVert s\rVert^2/(c + \lVert s\rVert^2)` is read as the probability
-    that the capsule's entity is present. The norm is floored at ``sqrt(finfo.tiny)``
-    (:math:`\approx 10^{-19}` in float32), so ``squash(0) = 0`` with a finite gradient
-    (:math:`\approx 0`, as the exact one). Computed in float32 (float64 for float64 input)
-    and cast back.
+    that the capsule's entity is present. It is computed as
+    :math:`u / (r + c / (m^2 r))` with :math:`m = \max_i |s_i|`, :math:`u = s/m`,
+    :math:`r = \lVert u\rVert` (the library's scaled safe norm), or for :math:`m < 1` as
+    :math:`u\, m n / (c + n^2)` with :math:`n = m r`, so no
+    :math:`\lVert s\rVert^2` is formed: lengths up to the dtype's largest number give the
+    unit direction instead of overflowing (``||s|| = 1e20`` in float32), and
+    ``squash(0) = 0`` with gradient 0, the exact Jacobian at 0 (no floor on the norm; the
+    former ``sqrt(finfo.tiny)`` floor is gone). A vector with ``±inf`` components gives its
+    limit, the unit vector of those components' signs; NaN propagates. Computed in float32
+    (float64 for float64 input) and cast back.
 
     Args:
-      s: ``(..., d, ...)`` capsule vectors, their components along ``axis``.
+      s: ``(..., d, ...)`` capsule vectors, their components along ``axis``; real (integer
+        or floating).
       axis: the capsule (vector) axis (static).
-      offset: :math:`c > 0`, a Python number (static).
+      offset: :math:`c > 0`, finite: a number or a concrete array, checked; a traced value is
+        used as given (:math:`c \le 0` then gives lengths outside :math:`[0, 1)`).
 
     Returns:
       ``squash(s)``, shaped like ``s``, in ``s``'s dtype (float32 for integer ``s``).
 
     Raises:
-      TypeError: if ``axis`` is not an int or ``offset`` is not a real number.
+      TypeError: if ``axis`` is not an int, ``offset`` is not a real number, or ``s`` is
+        boolean or complex.
       ValueError: if ``axis`` is out of range or ``offset`` is not a finite number ``> 0``.
 
     Examples:
@@ -92,26 +127,18 @@ def squash(s: jax.typing.ArrayLike, *, axis: int = -1, offset: float = 1.0) -> j
       Su Jianlin, "揭开迷雾，来一顿美味的Capsule盛宴", 2018, https://kexue.fm/archives/4819
     """
     s = jnp.asarray(s)
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
-        raise TypeError(
-            f"offset must be a real Python number, got {offset!r} of type {type(offset).__name__}."
-        )
-    if not (math.isfinite(offset) and offset > 0):
-        raise ValueError(f"offset must be a finite number > 0, got {offset}.")
+    checks.number("offset", offset, low=0.0, low_open=True)
+    compute = _compute_dtype(s, "s")
     axis = _check_axis(axis, s.ndim)
-    return _squash(s.astype(_compute_dtype(s)), axis, float(offset)).astype(_out_dtype(s))
+    offset = jnp.asarray(offset, compute)
+    if offset.ndim:
+        raise ValueError(f"offset must be a scalar, got shape {offset.shape}.")
+    return _squash(s.astype(compute), axis, offset).astype(_out_dtype(s))
 
 
 def _check_routing(u_hat: jax.Array, num_iters: int, method: str) -> None:
-    if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral):
-        raise TypeError(
-            f"num_iters must be a static Python int, got {num_iters!r} of type "
-            f"{type(num_iters).__name__}."
-        )
-    if num_iters < 1:
-        raise ValueError(f"num_iters must be >= 1, got {num_iters}.")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+    positive_int("num_iters", num_iters)
+    checks.choice("method", method, _METHODS)
     if u_hat.ndim < 3:
         raise ValueError(
             f"u_hat must have shape (..., n_in, n_out, d_out) (rank >= 3), got shape {u_hat.shape}."
@@ -160,10 +187,15 @@ def dynamic_routing(
     for float64 input) and cast back; the loop is unrolled (``num_iters`` is static) and
     differentiable.
 
+    Degenerate votes: all-zero votes give zero capsules with finite gradients (a zero centre
+    has no direction, so its K-means agreements are 0); huge finite votes give unit-length
+    capsules (the squash does not overflow; agreements grow with the votes' scale, so votes
+    beyond about the square root of the dtype's largest number overflow the logits).
+
     Args:
-      u_hat: ``(B, n_in, n_out, d_out)`` votes; any number of leading batch axes (or none)
-        is accepted, ``(..., n_in, n_out, d_out)``.
-      num_iters: static Python int ``>= 1``, the number of weighted sums (the paper uses 3).
+      u_hat: ``(B, n_in, n_out, d_out)`` votes, real (integer or floating); any number of
+        leading batch axes (or none) is accepted, ``(..., n_in, n_out, d_out)``.
+      num_iters: static positive Python int, the number of weighted sums (the paper uses 3).
       method: ``"hinton"`` or ``"kmeans"``.
 
     Returns:
@@ -171,7 +203,8 @@ def dynamic_routing(
       ``u_hat``'s dtype.
 
     Raises:
-      TypeError: if ``num_iters`` is not an int.
+      TypeError: if ``num_iters`` is not an int (bools included), or ``u_hat`` is boolean or
+        complex.
       ValueError: if ``num_iters < 1``, ``method`` is unknown, or ``u_hat`` has rank < 3.
 
     Examples:
@@ -195,7 +228,7 @@ def dynamic_routing(
     u_hat = jnp.asarray(u_hat)
     _check_routing(u_hat, num_iters, method)
     out_dtype = _out_dtype(u_hat)
-    u = u_hat.astype(_compute_dtype(u_hat))
+    u = u_hat.astype(_compute_dtype(u_hat, "u_hat"))
     offset = _ROUTING_OFFSET[method]
     logits = jnp.zeros(u.shape[:-1], u.dtype)  # b: (..., n_in, n_out)
     for it in range(num_iters):
@@ -208,8 +241,8 @@ def dynamic_routing(
         else:
             out = s
             if it < num_iters - 1:
-                norm, _ = _safe_norm_and_sq(s, -1)
-                logits = jnp.einsum("...ijd,...jd->...ij", u, s / norm)
+                # A zero centre has no direction: l2_normalize maps it to 0 (finite gradient).
+                logits = jnp.einsum("...ijd,...jd->...ij", u, l2_normalize(s, axis=-1))
     if method == "kmeans":
         out = _squash(out, -1, offset)
     return out.astype(out_dtype)
@@ -253,10 +286,12 @@ class Capsule(nnx.Module):
       kernel: ``nnx.Param`` of shape ``(F, K * D)`` (shared) or ``(num_inputs, F, K * D)``.
 
     Raises:
-      TypeError / ValueError: on non-integer or non-positive sizes, an unknown ``method``, a
-        missing or superfluous ``num_inputs``; when called, on an input whose last axis is
-        not ``in_features`` or (per-input weights) whose number of capsules is not
-        ``num_inputs``.
+      TypeError: non-int sizes (``in_features``, ``num_capsules``, ``capsule_dim``,
+        ``routings``, ``num_inputs``; bools included), a non-bool ``share_weights``, integer
+        or complex ``dtype``/``param_dtype``; when called, a boolean or complex ``u``.
+      ValueError: sizes < 1, an unknown ``method``, a missing or superfluous ``num_inputs``;
+        when called, an input whose last axis is not ``in_features`` or (per-input weights)
+        whose number of capsules is not ``num_inputs``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -299,8 +334,12 @@ class Capsule(nnx.Module):
         self.num_capsules = positive_int("num_capsules", num_capsules)
         self.capsule_dim = positive_int("capsule_dim", capsule_dim)
         self.routings = positive_int("routings", routings)
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+        checks.choice("method", method, _METHODS)
+        _check_bool("share_weights", share_weights)
+        checks.float_dtype("dtype", dtype, complex_ok=False)
+        param_dtype = checks.float_dtype(
+            "param_dtype", param_dtype, allow_none=False, complex_ok=False
+        )
         if share_weights:
             if num_inputs is not None:
                 raise ValueError(
@@ -334,6 +373,7 @@ class Capsule(nnx.Module):
           ``(B, num_capsules, capsule_dim)`` in the computation dtype.
         """
         u = jnp.asarray(u)
+        checks.array_dtype_kind("u", u, ("integer", "floating"))
         if u.ndim < 2 or u.shape[-1] != self.in_features:
             raise ValueError(
                 f"u must have shape (B, n_in, {self.in_features}) (in_features = "

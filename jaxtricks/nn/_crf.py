@@ -16,6 +16,14 @@ in the log semiring under ``lax.associative_scan`` (log-depth in T).
 Dtype policy (every function): scores are accumulated in the promotion of the inputs' dtypes
 with float32, so bf16/float16 emissions give float32 results (a log-likelihood summed over
 hundreds of steps in bf16 would be off by whole units) and float64 inputs give float64.
+
+Degenerate scores (every function): ``-inf`` in emissions, transitions, start or end forbids
+that tag or transition; NaN and ``+inf`` are rejected when the arrays are concrete (under
+``jit`` they propagate). A sequence with no possible path has ``log Z = -inf``, log-likelihood
+``-inf``, zero marginals and a Viterbi score of ``-inf``; no gradient is NaN.
+Traced masks and tags (under ``jit``) cannot be checked: a mask is read as its leading run of
+True values with the first step always valid, and a path with a tag outside ``[0, K)`` at a
+valid step has log-likelihood ``-inf``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtricks._src import checks
+from jaxtricks._src.checks import positive_int
+
+from ._vq import _check_bool
+
 _REFS = """\
       John Lafferty, Andrew McCallum, Fernando Pereira, "Conditional Random Fields:
       Probabilistic Models for Segmenting and Labeling Sequence Data", ICML 2001.
@@ -33,15 +46,28 @@ _REFS = """\
       Su Jianlin, "简明条件随机场CRF介绍（附带纯Keras实现）", https://kexue.fm/archives/5542"""
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+def _check_scores(name: str, v: jax.Array) -> None:
+    """Floating scores; when concrete, no NaN and no +inf (-inf forbids a tag or transition)."""
+    checks.array_dtype_kind(name, v, ("floating",))
+    arr = checks.concrete(v)
+    if arr is None:
+        return
+    for bad, what in ((np.isnan(arr), "NaN"), (np.isposinf(arr), "+inf")):
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} must not contain {what} (-inf is allowed: it forbids a tag or "
+                f"transition), got {what} at index {where} of shape {arr.shape}."
+            )
 
 
 def _prepare(emissions, transitions, mask, start, end, tags=None):
-    """Checks shapes (always) and mask/tag values (when concrete); casts to the compute dtype.
+    """Checks shapes and dtypes (always) and values (when concrete); casts to the compute dtype.
 
-    Returns ``(emissions, transitions, mask, start, end, tags)`` with floats in the compute
-    dtype, ``mask`` a ``(B, T)`` bool array and ``tags`` ``(B, T)`` int32 (or ``None``).
+    Returns ``(emissions, transitions, mask, start, end, tags, bad)`` with floats in the
+    compute dtype, ``mask`` a ``(B, T)`` bool valid prefix, ``tags`` ``(B, T)`` int32 in
+    ``[0, K)`` (or ``None``) and ``bad`` ``(B,)`` marking rows whose tags are out of range at
+    a valid step (only possible when traced; ``None`` without tags).
     """
     emissions = jnp.asarray(emissions)
     transitions = jnp.asarray(transitions)
@@ -55,17 +81,16 @@ def _prepare(emissions, transitions, mask, start, end, tags=None):
             f"transitions must have shape (K, K) = {(k, k)} to match emissions "
             f"{emissions.shape}, got {transitions.shape}."
         )
-    floats = [emissions, transitions]
+    floats = {"emissions": emissions, "transitions": transitions}
     for name, v in (("start", start), ("end", end)):
         if v is not None:
             v = jnp.asarray(v)
             if v.shape != (k,):
                 raise ValueError(f"{name} must have shape (K,) = {(k,)}, got {v.shape}.")
-            floats.append(v)
-    for name, v in (("emissions", emissions), ("transitions", transitions)):
-        if not jnp.issubdtype(v.dtype, jnp.floating):
-            raise TypeError(f"{name} must have a floating dtype, got {v.dtype}.")
-    dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+            floats[name] = v
+    for name, v in floats.items():
+        _check_scores(name, v)
+    dtype = jnp.promote_types(jnp.result_type(*floats.values()), jnp.float32)
     cast = lambda v: None if v is None else jnp.asarray(v).astype(dtype)  # noqa: E731
 
     if mask is None:
@@ -76,8 +101,8 @@ def _prepare(emissions, transitions, mask, start, end, tags=None):
             raise ValueError(f"mask must have shape (B, T) = {(b, t)}, got {mask.shape}.")
         if mask.dtype != bool:
             raise TypeError(f"mask must be boolean, got {mask.dtype}.")
-        if _concrete(mask):
-            m = np.asarray(mask)
+        m = checks.concrete(mask)
+        if m is not None:
             if not m[:, 0].all():
                 rows = np.flatnonzero(~m[:, 0]).tolist()
                 raise ValueError(
@@ -90,22 +115,31 @@ def _prepare(emissions, transitions, mask, start, end, tags=None):
                     "mask must be a left-aligned valid prefix (True then False, no holes); "
                     f"rows {np.flatnonzero(holes).tolist()} have holes."
                 )
+        else:
+            # A traced mask cannot be checked: read it as its leading run of True values, the
+            # first step always valid (a no-op on every mask the checks above accept).
+            mask = jnp.cumprod(mask.at[:, 0].set(True), axis=1).astype(bool)
+    bad = None
     if tags is not None:
         tags = jnp.asarray(tags)
         if tags.shape != (b, t):
             raise ValueError(f"tags must have shape (B, T) = {(b, t)}, got {tags.shape}.")
         if not jnp.issubdtype(tags.dtype, jnp.integer):
             raise TypeError(f"tags must have an integer dtype, got {tags.dtype}.")
-        if _concrete(tags) and _concrete(mask):
-            valid = np.asarray(tags)[np.asarray(mask)]
-            bad = valid[(valid < 0) | (valid >= k)]
-            if bad.size:
+        y, m = checks.concrete(tags), checks.concrete(mask)
+        if y is not None and m is not None:
+            valid = y[m]
+            out = valid[(valid < 0) | (valid >= k)]
+            if out.size:
                 raise ValueError(
-                    f"tags at valid steps must lie in [0, K) = [0, {k}), got {bad[:5].tolist()}."
+                    f"tags at valid steps must lie in [0, K) = [0, {k}), got {out[:5].tolist()}."
                 )
-        # Tags at padded steps are ignored (any value, e.g. the -1 fill of crf_viterbi).
-        tags = jnp.where(mask, tags, 0).astype(jnp.int32)
-    return cast(emissions), cast(transitions), mask, cast(start), cast(end), tags
+        # Tags at padded steps are ignored (any value, e.g. the -1 fill of crf_viterbi); traced
+        # tags out of range at a valid step make their row's path impossible (bad).
+        in_range = (tags >= 0) & (tags < k)
+        bad = jnp.any(mask & ~in_range, axis=1)
+        tags = jnp.where(mask & in_range, tags, 0).astype(jnp.int32)
+    return cast(emissions), cast(transitions), mask, cast(start), cast(end), tags, bad
 
 
 def _logsumexp(x: jax.Array, axis: int) -> jax.Array:
@@ -196,20 +230,22 @@ def crf_log_partition(
       emissions: ``(B, T, K)`` scores :math:`h_t(k)`, floating.
       transitions: ``(K, K)``.
       mask: ``(B, T)`` bool, a left-aligned valid prefix with at least one valid step per
-        row (default: all valid). Checked when concrete; under ``jit`` a mask with holes
-        gives undefined results.
+        row (default: all valid). Checked when concrete; a traced mask is read as its
+        leading run of True values, its first step always valid.
       start: optional ``(K,)`` scores of the first tag.
       end: optional ``(K,)`` scores of the last valid tag.
-      parallel: use the associative scan (static).
+      parallel: use the associative scan (static Python bool).
 
     Returns:
       ``(B,)`` in the compute dtype: float32 for bf16/float16/float32 inputs, float64 for
-      float64 inputs.
+      float64 inputs. ``-inf`` for a sequence with no possible path (every path has a
+      ``-inf`` score), with a zero (not NaN) gradient; ``(0,)`` for an empty batch.
 
     Raises:
       ValueError: shape mismatches among emissions, transitions, start, end and mask; a
-        concrete mask with an empty row or holes.
-      TypeError: non-floating emissions or transitions, non-boolean mask.
+        concrete mask with an empty row or holes; concrete scores with NaN or ``+inf``.
+      TypeError: non-floating (integer, bool or complex) emissions, transitions, start or
+        end; a non-boolean mask; a non-bool ``parallel``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -223,8 +259,8 @@ def crf_log_partition(
 
     References:
     """
-    e, g, mask, a, b, _ = _prepare(emissions, transitions, mask, start, end)
-    return _log_partition(e, g, mask, a, b, parallel)
+    e, g, mask, a, b, _, _ = _prepare(emissions, transitions, mask, start, end)
+    return _log_partition(e, g, mask, a, b, _check_bool("parallel", parallel))
 
 
 def crf_log_likelihood(
@@ -252,17 +288,22 @@ def crf_log_likelihood(
       tags: ``(B, T)`` integers in ``[0, K)`` at valid steps; values at padded steps are
         ignored (e.g. the ``-1`` fill of :func:`crf_viterbi`).
       transitions: ``(K, K)``; ``transitions[i, j]`` scores tag ``i`` followed by tag ``j``.
-      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row.
+      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row
+        (a traced mask is read as its leading run of True values).
       start: optional ``(K,)`` scores of the first tag.
       end: optional ``(K,)`` scores of the last valid tag.
 
     Returns:
-      ``(B,)`` log-likelihoods in the compute dtype (float32 for bf16 emissions).
+      ``(B,)`` log-likelihoods in the compute dtype (float32 for bf16 emissions). An
+      impossible path (a ``-inf`` score on it, or a traced tag outside ``[0, K)`` at a
+      valid step) has log-likelihood ``-inf``, also when no path at all is possible (where
+      :math:`s(y) - \log Z` would be NaN); gradients stay finite.
 
     Raises:
       ValueError: shape mismatches; a concrete mask with an empty row or holes; concrete
-        tags outside ``[0, K)`` at valid steps.
-      TypeError: non-floating emissions/transitions, non-integer tags, non-boolean mask.
+        tags outside ``[0, K)`` at valid steps; concrete scores with NaN or ``+inf``.
+      TypeError: non-floating emissions/transitions/start/end, non-integer tags,
+        non-boolean mask.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -274,16 +315,21 @@ def crf_log_likelihood(
 
     References:
     """
-    e, g, mask, a, b, y = _prepare(emissions, transitions, mask, start, end, tags)
-    maskf = mask.astype(e.dtype)
-    score = jnp.sum(jnp.take_along_axis(e, y[..., None], axis=-1)[..., 0] * maskf, axis=1)
-    score = score + jnp.sum(g[y[:, :-1], y[:, 1:]] * maskf[:, 1:], axis=1)
+    e, g, mask, a, b, y, bad = _prepare(emissions, transitions, mask, start, end, tags)
+    # where, not a product with the mask: a -inf score at a padded step times 0 would be NaN.
+    emitted = jnp.take_along_axis(e, y[..., None], axis=-1)[..., 0]
+    score = jnp.sum(jnp.where(mask, emitted, 0.0), axis=1)
+    score = score + jnp.sum(jnp.where(mask[:, 1:], g[y[:, :-1], y[:, 1:]], 0.0), axis=1)
     if a is not None:
         score = score + a[y[:, 0]]
     if b is not None:
         last = jnp.sum(mask, axis=1) - 1
         score = score + b[jnp.take_along_axis(y, last[:, None], axis=1)[:, 0]]
-    return score - _log_partition(e, g, mask, a, b, parallel=False)
+    log_z = _log_partition(e, g, mask, a, b, parallel=False)
+    # No possible path (log Z = -inf, hence s(y) = -inf) or a traced tag out of range: the
+    # path's probability is 0, where s(y) - log Z would be -inf - (-inf) = NaN. The gradient
+    # there is 0; elsewhere s(y) - log Z is -inf exactly when the path is impossible.
+    return jnp.where(bad | jnp.isneginf(log_z), -jnp.inf, score - log_z)
 
 
 def crf_viterbi(
@@ -308,7 +354,8 @@ def crf_viterbi(
     Args:
       emissions: ``(B, T, K)``, floating.
       transitions: ``(K, K)``; ``transitions[i, j]`` scores tag ``i`` followed by tag ``j``.
-      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row.
+      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row
+        (a traced mask is read as its leading run of True values).
       start: optional ``(K,)`` scores of the first tag.
       end: optional ``(K,)`` scores of the last valid tag.
 
@@ -316,11 +363,13 @@ def crf_viterbi(
       ``(tags, scores)``: ``tags`` ``(B, T)`` int32 with **-1** at padded steps (never a
       valid tag; ``jax.nn.one_hot`` maps it to zeros and :func:`crf_log_likelihood` ignores
       it), and ``scores`` ``(B,)`` the best path scores :math:`s(y^\star)` in the compute
-      dtype.
+      dtype. A sequence with no possible path has score ``-inf`` and its ``tags`` are the
+      tie-broken arg-maxes of ``-inf`` scores (lowest indices), not a possible path.
 
     Raises:
-      ValueError: shape mismatches; a concrete mask with an empty row or holes.
-      TypeError: non-floating emissions/transitions, non-boolean mask.
+      ValueError: shape mismatches; a concrete mask with an empty row or holes; concrete
+        scores with NaN or ``+inf``.
+      TypeError: non-floating emissions/transitions/start/end, non-boolean mask.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -335,7 +384,7 @@ def crf_viterbi(
 
     References:
     """
-    e, g, mask, a, b, _ = _prepare(emissions, transitions, mask, start, end)
+    e, g, mask, a, b, _, _ = _prepare(emissions, transitions, mask, start, end)
     bsz, t, k = e.shape
     delta = e[:, 0] if a is None else e[:, 0] + a[None]
     keep = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[None], (bsz, k))
@@ -387,17 +436,21 @@ def crf_marginals(
     Args:
       emissions: ``(B, T, K)``, floating.
       transitions: ``(K, K)``; ``transitions[i, j]`` scores tag ``i`` followed by tag ``j``.
-      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row.
+      mask: ``(B, T)`` bool left-aligned valid prefix, at least one valid step per row
+        (a traced mask is read as its leading run of True values).
       start: optional ``(K,)`` scores of the first tag.
       end: optional ``(K,)`` scores of the last valid tag.
-      parallel: differentiate the associative-scan partition instead (static).
+      parallel: differentiate the associative-scan partition instead (static Python bool).
 
     Returns:
-      ``(B, T, K)`` probabilities in the compute dtype (float32 for bf16 emissions).
+      ``(B, T, K)`` probabilities in the compute dtype (float32 for bf16 emissions). A
+      sequence with no possible path (``log Z = -inf``) has all-zero marginals.
 
     Raises:
-      ValueError: shape mismatches; a concrete mask with an empty row or holes.
-      TypeError: non-floating emissions/transitions, non-boolean mask.
+      ValueError: shape mismatches; a concrete mask with an empty row or holes; concrete
+        scores with NaN or ``+inf``.
+      TypeError: non-floating emissions/transitions/start/end, non-boolean mask, non-bool
+        ``parallel``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -410,7 +463,8 @@ def crf_marginals(
 
     References:
     """
-    e, g, mask, a, b, _ = _prepare(emissions, transitions, mask, start, end)
+    e, g, mask, a, b, _, _ = _prepare(emissions, transitions, mask, start, end)
+    _check_bool("parallel", parallel)
 
     def total(e):
         return jnp.sum(_log_partition(e, g, mask, a, b, parallel))
@@ -434,13 +488,15 @@ class CRF(nnx.Module):
     :func:`crf_log_likelihood`, :func:`crf_viterbi` and :func:`crf_marginals`.
 
     Args:
-      num_tags: ``K`` (at least 1).
-      use_start_end: learn start and end scores.
+      num_tags: ``K``, a positive int.
+      use_start_end: learn start and end scores (a Python bool).
       rngs: parameter initialisation (``rngs.params()``).
-      param_dtype: parameter dtype.
+      param_dtype: parameter dtype, floating.
 
     Raises:
-      ValueError: ``num_tags < 1``.
+      TypeError: a non-int ``num_tags`` (e.g. 2.5 or True), a non-bool ``use_start_end``,
+        a non-floating ``param_dtype``; at call time as the functions.
+      ValueError: ``num_tags < 1``; at call time as the functions.
 
     Methods: ``log_likelihood(emissions, tags, mask=None)`` → ``(B,)`` (also ``__call__``);
     ``decode(emissions, mask=None)`` → ``(tags (B, T) int32, -1 at padded steps,
@@ -470,9 +526,11 @@ class CRF(nnx.Module):
         rngs: nnx.Rngs,
         param_dtype: jnp.dtype = jnp.float32,
     ) -> None:
-        if num_tags < 1:
-            raise ValueError(f"num_tags must be at least 1, got {num_tags}.")
-        self.num_tags, self.use_start_end = num_tags, use_start_end
+        self.num_tags = positive_int("num_tags", num_tags)
+        self.use_start_end = _check_bool("use_start_end", use_start_end)
+        param_dtype = checks.float_dtype(
+            "param_dtype", param_dtype, allow_none=False, complex_ok=False
+        )
         init = jax.nn.initializers.uniform(scale=0.2)  # [0, 0.2), shifted to [-0.1, 0.1)
 
         def param(shape):

@@ -7,15 +7,22 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
+from jaxtricks._src import checks
 from jaxtricks._src.checks import positive_int
+from jaxtricks._src.numerics import l2_normalize
+
+from ._vq import _check_bool, _check_precision
 
 _DEFAULT_EPS = 1e-12
 _LECUN = nnx.initializers.lecun_normal()
 _LECUN_ROWS = nnx.initializers.lecun_normal(in_axis=-1, out_axis=-2)  # (S, D): fan-in D
 
 
-def _float_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """The arrays' common dtype when floating, else float32."""
+def _float_dtype(names: tuple[str, ...], *arrays: jax.Array) -> jnp.dtype:
+    """The arrays' common dtype when floating, else float32; bool and complex rejected."""
+    for name, a in zip(names, arrays):
+        # Cosines and projections are real: complex inputs would lose their imaginary part.
+        checks.array_dtype_kind(name, a, ("integer", "floating"))
     dtype = jnp.result_type(*arrays)
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype("float32")
 
@@ -25,10 +32,23 @@ def _compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _normalize(x: jax.Array, axis: int, eps: float) -> jax.Array:
-    # max(|x|^2, eps) rather than |x|: the zero vector maps to 0 with a finite gradient.
-    sum_sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, eps))
+def _normalize(x: jax.Array, axis: int, eps: float | jax.Array) -> jax.Array:
+    # x / max(|x|, sqrt(eps)) = x / sqrt(max(|x|^2, eps)) without forming |x|^2 (the scaled
+    # safe norm: no overflow); the zero vector maps to 0 with a finite gradient.
+    return l2_normalize(x, axis=axis, min_norm=jnp.sqrt(jnp.asarray(eps, x.dtype)))
+
+
+def _check_eps(eps: object) -> None:
+    checks.number("eps", eps, low=0.0)
+
+
+def _module_dtypes(dtype, param_dtype, kernel_init) -> tuple[jnp.dtype | None, jnp.dtype]:
+    """The heads' shared construction checks: real dtypes and a callable initializer."""
+    checks.callable_arg("kernel_init", kernel_init)
+    return (
+        checks.float_dtype("dtype", dtype, complex_ok=False),
+        checks.float_dtype("param_dtype", param_dtype, allow_none=False, complex_ok=False),
+    )
 
 
 def cosine_logits(
@@ -49,22 +69,29 @@ def cosine_logits(
     the matmul, so the result lies in :math:`[-1, 1]` up to rounding (it is not clipped).
     ``eps`` bounds the *squared* norm from below (as Keras' ``l2_normalize``, which the
     post uses): a zero feature vector or a zero column gives cosine 0 and a finite
-    gradient. Computed in float32 (float64 for float64 inputs) and returned in the inputs'
-    common dtype (float32 for integer inputs). These are the logits of
-    :func:`jaxtricks.losses.am_softmax_cross_entropy`.
+    gradient. The norms are the library's scaled safe norm, so large features (``1e30`` in
+    float32, where :math:`\sum_i u_i^2` overflows beyond ``1.8e19``) give their exact
+    cosines. Computed in float32 (float64 for float64 inputs) and returned in
+    the inputs' common dtype (float32 for integer inputs). These are the logits of
+    :func:`jaxtricks.losses.am_softmax_cross_entropy`. The matmul follows ``precision``
+    (default: the caller's ``jax.default_matmul_precision``, as a training matmul).
 
     Args:
-      x: ``(..., D)`` features.
-      kernel: ``(D, K)`` weights, one class per column.
-      eps: lower bound on each squared norm.
-      precision: passed to the matmul (``jax.lax.Precision``).
+      x: ``(..., D)`` features, real (integer or floating).
+      kernel: ``(D, K)`` weights, one class per column, real.
+      eps: lower bound on each squared norm, ``>= 0`` and finite (checked when a number or
+        a concrete array; a traced value is used as given).
+      precision: passed to the matmul (``jax.lax.PrecisionLike``).
 
     Returns:
       ``(..., K)`` cosines.
 
     Raises:
-      ValueError: if ``kernel`` is not 2-D, ``x`` is a scalar, or ``x.shape[-1]`` differs
-        from ``kernel.shape[0]``.
+      ValueError: if ``kernel`` is not 2-D, ``x`` is a scalar, ``x.shape[-1]`` differs
+        from ``kernel.shape[0]``, ``eps`` is negative, NaN or infinite, or ``precision`` is
+        not a matmul precision.
+      TypeError: if ``x`` or ``kernel`` is boolean or complex, or ``eps`` is not a real
+        number.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -85,10 +112,12 @@ def cosine_logits(
         raise ValueError(f"kernel must have shape (D, K), got shape {kernel.shape}.")
     if x.ndim == 0 or x.shape[-1] != kernel.shape[0]:
         raise ValueError(
-            f"x must have shape (..., {kernel.shape[0]}) to match kernel.shape[0], "
-            f"got shape {x.shape}."
+            f"x must have shape (..., {kernel.shape[0]}) to match kernel of shape "
+            f"{kernel.shape} (D, K), got shape {x.shape}."
         )
-    out_dtype = _float_dtype(x, kernel)
+    _check_eps(eps)
+    _check_precision(precision)
+    out_dtype = _float_dtype(("x", "kernel"), x, kernel)
     compute = _compute_dtype(out_dtype)
     xn = _normalize(x.astype(compute), -1, eps)
     kn = _normalize(kernel.astype(compute), 0, eps)
@@ -113,17 +142,20 @@ class CosineDense(nnx.Module):
     is in the forward pass).
 
     Args:
-      in_features: ``D``.
-      out_features: ``K``, the number of classes.
-      eps: lower bound on each squared norm.
-      kernel_init: initializer of ``kernel`` (default LeCun normal).
+      in_features: ``D``, a positive int.
+      out_features: ``K``, the number of classes, a positive int.
+      eps: lower bound on each squared norm, ``>= 0`` and finite.
+      kernel_init: initializer of ``kernel`` (default LeCun normal), a callable.
       rngs: parameter initialisation.
-      dtype: computation dtype (``None``: inferred from inputs and params); cosines are
-        computed in at least float32 and returned in this dtype.
-      param_dtype: parameter dtype.
+      dtype: floating computation dtype (``None``: inferred from inputs and params); cosines
+        are computed in at least float32 and returned in this dtype.
+      param_dtype: floating parameter dtype.
 
     Raises:
-      ValueError: ``in_features`` or ``out_features`` not a positive int; at call time,
+      TypeError: non-int sizes (bools included), a non-real ``eps``, a non-callable
+        ``kernel_init``, integer or complex ``dtype``/``param_dtype``; at call time a
+        boolean or complex ``x``.
+      ValueError: sizes < 1, ``eps`` negative, NaN or infinite; at call time,
         ``x.shape[-1] != in_features``.
 
     Call ``(x)``: ``x`` ``(..., in_features)``. Returns ``(..., out_features)`` cosines.
@@ -156,13 +188,15 @@ class CosineDense(nnx.Module):
     ) -> None:
         positive_int("in_features", in_features)
         positive_int("out_features", out_features)
+        _check_eps(eps)
         self.in_features, self.out_features, self.eps = in_features, out_features, eps
-        self.dtype, self.param_dtype = dtype, param_dtype
+        self.dtype, self.param_dtype = _module_dtypes(dtype, param_dtype, kernel_init)
         self.kernel = nnx.Param(
-            kernel_init(rngs.params(), (in_features, out_features), param_dtype)
+            kernel_init(rngs.params(), (in_features, out_features), self.param_dtype)
         )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.typing.ArrayLike) -> jax.Array:
+        x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}.")
         x, kernel = dtypes.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
@@ -172,13 +206,17 @@ class CosineDense(nnx.Module):
 def _cascade(v: jax.Array, ws: jax.Array) -> tuple[jax.Array, jax.Array, jnp.dtype]:
     """Validates; returns (scores (..., S), residuals (..., S + 1, D)) in the compute dtype."""
     v, ws = jnp.asarray(v), jnp.asarray(ws)
-    if ws.ndim != 2:
-        raise ValueError(f"ws must have shape (S, D), got shape {ws.shape}.")
+    if ws.ndim != 2 or ws.shape[0] < 1 or ws.shape[1] < 1:
+        raise ValueError(
+            f"ws must have shape (S, D) with at least one stage and one feature (S, D >= 1), "
+            f"got shape {ws.shape}."
+        )
     if v.ndim == 0 or v.shape[-1] != ws.shape[1]:
         raise ValueError(
-            f"v must have shape (..., {ws.shape[1]}) to match ws.shape[1], got shape {v.shape}."
+            f"v must have shape (..., {ws.shape[1]}) to match ws of shape {ws.shape} (S, D), "
+            f"got shape {v.shape}."
         )
-    out_dtype = _float_dtype(v, ws)
+    out_dtype = _float_dtype(("v", "ws"), v, ws)
     compute = _compute_dtype(out_dtype)
 
     v_k, ws = v.astype(compute), ws.astype(compute)
@@ -191,7 +229,12 @@ def _cascade(v: jax.Array, ws: jax.Array) -> tuple[jax.Array, jax.Array, jnp.dty
         # The projection does not depend on |w|: project on w / max|w_i| so that |w|^2
         # neither underflows nor overflows (stop_gradient: the scale's gradient is zero).
         big = jax.lax.stop_gradient(jnp.max(jnp.abs(w)))
-        u = w / jnp.where(big > 0, big, 1.0)
+        # Two products with 1/sqrt(big), not w / big: XLA's CPU divides by multiplying with
+        # the reciprocal, which is subnormal (flushed to 0) for big above about 8.5e37 in
+        # float32, and folds w / a / a into w / (a * a). Any positive scale gives the same
+        # projection, so it need not be exact.
+        inv = jax.lax.rsqrt(jnp.where(big > 0, big, 1.0))
+        u = w * inv * inv
         sq = jnp.sum(jnp.square(u))
         # Double where: a zero w projects nothing, with zero (not NaN) gradients.
         coef = jnp.where(sq > 0, jnp.sum(v_k * u, axis=-1) / jnp.where(sq > 0, sq, 1.0), 0.0)
@@ -233,7 +276,9 @@ def cascade_scores(v: jax.typing.ArrayLike, ws: jax.typing.ArrayLike) -> jax.Arr
       ``(..., S)`` scores :math:`D_1, \dots, D_S`.
 
     Raises:
-      ValueError: if ``ws`` is not 2-D, ``v`` is a scalar, or ``v.shape[-1] != ws.shape[1]``.
+      ValueError: if ``ws`` is not ``(S, D)`` with ``S, D >= 1``, ``v`` is a scalar, or
+        ``v.shape[-1] != ws.shape[1]`` (the message gives both shapes).
+      TypeError: if ``v`` or ``ws`` is boolean or complex.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -275,7 +320,9 @@ def cascade_residuals(v: jax.typing.ArrayLike, ws: jax.typing.ArrayLike) -> jax.
       :math:`v` that no stage scored.
 
     Raises:
-      ValueError: if ``ws`` is not 2-D, ``v`` is a scalar, or ``v.shape[-1] != ws.shape[1]``.
+      ValueError: if ``ws`` is not ``(S, D)`` with ``S, D >= 1``, ``v`` is a scalar, or
+        ``v.shape[-1] != ws.shape[1]`` (the message gives both shapes).
+      TypeError: if ``v`` or ``ws`` is boolean or complex.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -312,18 +359,21 @@ class CascadingRejection(nnx.Module):
     with ``use_bias``, ``bias`` ``(num_stages,)``.
 
     Args:
-      in_features: ``D``.
-      num_stages: ``S``.
-      use_bias: add a learned bias per stage to the scores (not to the projections).
+      in_features: ``D``, a positive int.
+      num_stages: ``S``, a positive int.
+      use_bias: add a learned bias per stage to the scores (not to the projections), a
+        Python bool.
       kernel_init: initializer of ``kernel`` (default LeCun normal over ``in_features``).
       rngs: parameter initialisation.
-      dtype: computation dtype (``None``: inferred from inputs and params); the cascade
-        runs in at least float32 and the scores are returned in this dtype.
-      param_dtype: parameter dtype.
+      dtype: floating computation dtype (``None``: inferred from inputs and params); the
+        cascade runs in at least float32 and the scores are returned in this dtype.
+      param_dtype: floating parameter dtype.
 
     Raises:
-      ValueError: ``in_features`` or ``num_stages`` not a positive int; at call time,
-        ``v.shape[-1] != in_features``.
+      TypeError: non-int sizes (bools included), a non-bool ``use_bias``, a non-callable
+        ``kernel_init``, integer or complex ``dtype``/``param_dtype``; at call time a
+        boolean or complex ``v``.
+      ValueError: sizes < 1; at call time, ``v.shape[-1] != in_features``.
 
     Call ``(v)``: ``v`` ``(..., in_features)``. Returns ``(..., num_stages)`` scores.
 
@@ -361,12 +411,15 @@ class CascadingRejection(nnx.Module):
     ) -> None:
         positive_int("in_features", in_features)
         positive_int("num_stages", num_stages)
+        _check_bool("use_bias", use_bias)
         self.in_features, self.num_stages, self.use_bias = in_features, num_stages, use_bias
-        self.dtype, self.param_dtype = dtype, param_dtype
+        self.dtype, self.param_dtype = _module_dtypes(dtype, param_dtype, kernel_init)
+        param_dtype = self.param_dtype
         self.kernel = nnx.Param(kernel_init(rngs.params(), (num_stages, in_features), param_dtype))
         self.bias = nnx.Param(jnp.zeros((num_stages,), param_dtype)) if use_bias else None
 
-    def __call__(self, v: jax.Array) -> jax.Array:
+    def __call__(self, v: jax.typing.ArrayLike) -> jax.Array:
+        v = jnp.asarray(v)
         if v.ndim == 0 or v.shape[-1] != self.in_features:
             raise ValueError(f"v must have shape (..., {self.in_features}), got {v.shape}.")
         bias = None if self.bias is None else self.bias[...]

@@ -176,6 +176,11 @@ def test_jit_equals_eager():
     )
     for key, value in eager.items():
         jax.tree.map(np.testing.assert_array_equal, value, jitted[key])
+    # Traced masks and tags are sanitised (prefix mask, in-range tags at valid steps): a no-op
+    # on valid ones. Out-of-range values at padded steps are ignored, eager and jitted alike.
+    padded = np.where(mask, tags, 99)
+    np.testing.assert_array_equal(_everything(e, g, a, b, mask, padded)["ll"], eager["ll"])
+    np.testing.assert_array_equal(crf_log_likelihood(e, padded, g, mask, **se), eager["ll"])
 
 
 def test_gradients(x64):
@@ -234,47 +239,6 @@ def test_module():
     plain = CRF(K, use_start_end=False, rngs=nnx.Rngs(1), param_dtype=jnp.bfloat16)
     assert plain.start is None and plain.end is None
     assert plain.transitions[...].dtype == jnp.bfloat16
-
-
-def test_bad_inputs():
-    e, g, a, b, mask, tags = _inputs()
-    with pytest.raises(ValueError, match=r"emissions must have shape \(B, T, K\)"):
-        crf_log_partition(e[0], g)
-    with pytest.raises(ValueError, match=r"transitions must have shape \(K, K\) = \(3, 3\)"):
-        crf_viterbi(e, g[:2])
-    with pytest.raises(ValueError, match=r"start must have shape \(K,\) = \(3,\), got \(2,\)"):
-        crf_log_partition(e, g, start=a[:2])
-    with pytest.raises(ValueError, match=r"end must have shape"):
-        crf_marginals(e, g, end=b[None])
-    with pytest.raises(ValueError, match=r"tags must have shape \(B, T\) = \(4, 4\)"):
-        crf_log_likelihood(e, tags[:, :3], g)
-    with pytest.raises(ValueError, match=r"mask must have shape \(B, T\)"):
-        crf_log_partition(e, g, mask[:, :2])
-    with pytest.raises(TypeError, match="mask must be boolean, got int32"):
-        crf_log_partition(e, g, mask.astype(np.int32))
-    with pytest.raises(TypeError, match="tags must have an integer dtype"):
-        crf_log_likelihood(e, tags.astype(np.float32), g)
-    with pytest.raises(TypeError, match="emissions must have a floating dtype"):
-        crf_log_partition(tags[..., None], g[:1, :1])
-    empty = mask.copy()
-    empty[2] = False
-    with pytest.raises(ValueError, match=r"at least one valid step .* rows \[2\] are empty"):
-        crf_viterbi(e, g, empty)
-    holes = mask.copy()
-    holes[1, 2:] = [False, True]
-    with pytest.raises(ValueError, match=r"left-aligned .* rows \[1\] have holes"):
-        crf_log_likelihood(e, tags, g, holes)
-    bad = tags.copy()
-    bad[0, 1] = K
-    with pytest.raises(ValueError, match=r"tags at valid steps must lie in \[0, K\) = \[0, 3\)"):
-        crf_log_likelihood(e, bad, g, mask)
-    bad[0, 1], bad[2, 3] = 0, -5  # out of range but padded: ignored
-    crf_log_likelihood(e, bad, g, mask)
-    # Shape errors are raised at trace time under jit too.
-    with pytest.raises(ValueError, match="transitions must have shape"):
-        jax.jit(crf_log_partition)(e, g[:2])
-    with pytest.raises(ValueError, match="num_tags must be at least 1, got 0"):
-        CRF(0, rngs=nnx.Rngs(0))
 
 
 def test_batch_sharded_over_data_axis(mesh8):

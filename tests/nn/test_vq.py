@@ -346,36 +346,45 @@ def test_vqvae_shapes_and_plain_codebook():
     assert isinstance(model.vq.codebook, nnx.Param)
 
 
-@pytest.mark.parametrize(
-    "call, error, match",
-    [
-        (lambda: vector_quantize(jnp.ones((3, 5)), jnp.ones((7, 4))), ValueError, "last axis"),
-        (lambda: vector_quantize(jnp.ones((3, 4)), jnp.ones((4,))), ValueError, "2-D"),
-        (lambda: vector_quantize(jnp.ones((3, 4)), jnp.ones((0, 4))), ValueError, "one code"),
-        (
-            lambda: vector_quantize(jnp.ones((3, 4)), jnp.ones((7, 4)), chunk_size=0),
-            ValueError,
-            "chunk_size must be >= 1, got 0",
-        ),
-        (
-            lambda: nearest_codes(jnp.ones((3, 4)), jnp.ones((7, 4)), chunk_size=2.5),
-            TypeError,
-            "chunk_size must be an int",
-        ),
-        (
-            lambda: vector_quantize(jnp.ones((3, 4)), jnp.ones((7, 4)), commitment_cost=-1.0),
-            ValueError,
-            "commitment_cost must be >= 0, got -1.0",
-        ),
-        (lambda: VectorQuantizer(0, 4, rngs=nnx.Rngs(0)), ValueError, "num_codes"),
-        (lambda: VectorQuantizerEMA(4, 4, decay=1.5, rngs=nnx.Rngs(0)), ValueError, "decay"),
-        (lambda: VectorQuantizerEMA(4, 4, epsilon=-1.0, rngs=nnx.Rngs(0)), ValueError, "epsilon"),
-        (lambda: VectorQuantizer(4, 3, rngs=nnx.Rngs(0))(jnp.ones((2, 4))), ValueError, "D=3"),
-    ],
-)
-def test_bad_inputs(call, error, match):
-    with pytest.raises(error, match=match):
-        call()
+def _dot_precisions(fn, *args):
+    """The precision of every dot_general in fn's jaxpr, nested jaxprs (map, vmap) included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append(eqn.params["precision"])
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_distance_matmul_runs_at_highest_precision(chunk_size):
+    # The CPU ignores matmul precision, so the jaxpr is where it can be seen: the default
+    # (bf16 on TPU, TF32 on GPUs) would flip near-ties between codes.
+    z, codebook = jnp.ones((10, D)), jnp.ones((K, D))
+    for fn in (nearest_codes, vector_quantize):
+        got = _dot_precisions(lambda z, c: fn(z, c, chunk_size=chunk_size), z, codebook)  # noqa: B023
+        assert got and all(p == HIGHEST for p in got), got
+        low = _dot_precisions(
+            lambda z, c: fn(z, c, chunk_size=chunk_size, precision="default"),  # noqa: B023
+            z,
+            codebook,
+        )
+        assert low and all(p == (jax.lax.Precision.DEFAULT,) * 2 for p in low), low
+    for cls in (VectorQuantizer, VectorQuantizerEMA):
+        graphdef, state = nnx.split(cls(K, D, chunk_size=chunk_size, rngs=nnx.Rngs(0)))
+        got = _dot_precisions(lambda state, z: nnx.merge(graphdef, state)(z), state, z)  # noqa: B023
+        assert got and all(p == HIGHEST for p in got), (cls, got)
 
 
 def test_claims_cheap():
