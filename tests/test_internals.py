@@ -161,3 +161,25 @@ def test_shapes_dtype_kinds_and_trees():
     checks.tree_matches("mask", {"a": True, "b": False}, {"a": 1.0, "b": 2.0})
     with pytest.raises(ValueError, match="where: x"):
         checks.shape("x", np.zeros(2), (3,), where="where")
+
+
+def test_safe_norm_nan_and_infinite_entries():
+    assert np.isnan(safe_norm(jnp.array([1.0, jnp.nan])))
+    assert np.all(np.isnan(l2_normalize(jnp.array([1.0, jnp.nan]))))
+    assert float(safe_norm(jnp.array([1.0, -jnp.inf]))) == np.inf
+    # The limit direction of a vector with infinite entries: the signs of those entries.
+    got = l2_normalize(jnp.array([1.0, -jnp.inf, jnp.inf]))
+    np.testing.assert_allclose(got, np.array([0.0, -1.0, 1.0]) / np.sqrt(2.0), rtol=1e-6)
+    g = jax.grad(lambda v: safe_norm(v))(jnp.array([1.0, -jnp.inf]))
+    assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("scale", [1e-37, 1e-25, 1.0, 1e20, 1e30])
+def test_l2_normalize_jacobian_matches_float64(scale):
+    x = np.array([3.0, -4.0, 12.0]) * scale
+    jac = jax.jacobian(lambda v: l2_normalize(v))(jnp.asarray(x, jnp.float32))
+    n = np.linalg.norm(x)
+    u = x / n
+    want = (np.eye(3) - np.outer(u, u)) / n
+    # Compared in units of 1/||x||, the scale of the true Jacobian.
+    np.testing.assert_allclose(np.asarray(jac, np.float64) * n, want * n, atol=1e-6)

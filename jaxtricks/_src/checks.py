@@ -203,8 +203,9 @@ def array_dtype_kind(name: str, x: Any, kinds: Iterable[str], *, where: str | No
         "complex": jnp.issubdtype(dt, jnp.complexfloating),
     }
     if not any(tests[k] for k in kinds):
+        article = "an" if kinds[0][0] in "aeiou" else "a"
         raise TypeError(
-            f"{_label(name, where)} must have a {' or '.join(kinds)} dtype, got {dt.name}."
+            f"{_label(name, where)} must have {article} {' or '.join(kinds)} dtype, got {dt.name}."
         )
 
 
@@ -222,7 +223,8 @@ def min_ndim(name: str, x: Any, ndim: int, what: str, *, where: str | None = Non
     got = tuple(np.shape(x))
     if len(got) < ndim:
         raise ValueError(
-            f"{_label(name, where)} must have at least {ndim} axes {what}, got shape {got}."
+            f"{_label(name, where)} must have at least {ndim} "
+            f"{'axis' if ndim == 1 else 'axes'} {what}, got shape {got}."
         )
 
 

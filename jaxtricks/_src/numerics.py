@@ -22,18 +22,22 @@ def _scaled(x: jax.Array, axis) -> tuple[jax.Array, jax.Array, jax.Array, jax.Ar
 
     The division is two multiplications by ``rsqrt(scale)``: XLA:CPU turns ``x / s`` into
     ``x * (1 / s)``, and ``1 / s`` is subnormal (flushed to 0) for ``s`` above ~8.5e37 in
-    float32, while ``rsqrt(s)`` and each partial product stay normal. ``sum_sq`` is at least
-    ~1 wherever ``nonzero``; the scale carries no gradient (the results do not depend on it).
+    float32, while ``rsqrt(s)`` and each partial product stay normal. A vector with infinite
+    entries has ``scale = inf`` and ``y`` the signs of those entries (its limit direction); a
+    NaN entry makes everything NaN. ``sum_sq`` is at least ~1 wherever ``nonzero``; the scale
+    carries no gradient (the results do not depend on it).
     """
     x = jnp.asarray(x)
     mag = jnp.abs(x)
     scale = jax.lax.stop_gradient(jnp.max(mag, axis=axis, keepdims=True))
-    nonzero = scale > 0
-    safe_scale = jnp.where(nonzero, scale, 1)
+    nonzero = scale != 0  # True for NaN, so NaN propagates
+    infinite = jnp.isinf(scale)
+    safe_scale = jnp.where(nonzero & ~infinite, scale, 1)
     inv_root = jax.lax.rsqrt(safe_scale)
     y = x * inv_root * inv_root
+    y = jnp.where(infinite, jnp.where(jnp.isinf(x), jnp.sign(x), 0), y)
     sum_sq = jnp.sum(jnp.square(jnp.abs(y)), axis=axis, keepdims=True)
-    return y, safe_scale, jnp.where(nonzero, sum_sq, 1), nonzero
+    return y, jnp.where(infinite, scale, safe_scale), jnp.where(nonzero, sum_sq, 1), nonzero
 
 
 def safe_norm(

@@ -5,7 +5,8 @@ even: at a stationary point :math:`f_n' = f_{n-1} = 0`, so :math:`f_n = x^n/n! >
 the minimum is a stationary point. Normalising :math:`f_n` over classes therefore gives a
 probability vector. Unlike softmax it is not invariant to a shift of the inputs, so the usual
 max-subtraction is wrong here; large inputs are instead handled by working with
-:math:`\\log f_n`, which grows only like :math:`n \\log|x|`.
+:math:`\\log f_n`, which grows only like :math:`n \\log|x|`. Since :math:`f_n(x) \\to +\\infty`
+as :math:`x \\to \\pm\\infty`, a ``-inf`` logit does not mask its entry: it takes the mass.
 """
 
 from __future__ import annotations
@@ -15,24 +16,44 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from . import _checks
 
 
-def _check_order(order: object) -> int:
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
+def _check_order(order: object, where: str) -> int:
+    if isinstance(order, (bool, np.bool_)) or not isinstance(order, numbers.Integral):
         raise TypeError(
-            f"order must be a static Python int, got {order!r} of type {type(order).__name__}."
+            f"{where}: order must be a static Python int, got {order!r} of type "
+            f"{type(order).__name__}."
         )
     if order < 2 or order % 2:
         raise ValueError(
-            f"order must be an even integer >= 2 (odd-order Taylor polynomials of exp take "
-            f"negative values), got {order}."
+            f"{where}: order must be an even integer >= 2 (odd-order Taylor polynomials of exp "
+            f"take negative values), got {order}."
         )
     return int(order)
 
 
-def _out_dtype(x: jax.Array) -> jnp.dtype:
-    """``x``'s dtype when floating, else float32 (integer logits give float probabilities)."""
-    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
+def _log_weights(x: jax.typing.ArrayLike, order: object, axis: object, where: str):
+    """Checked arguments and the logits of the Taylor softmax, :math:`\\log f_n(x)`, in the
+    compute dtype, with rows holding an infinite logit replaced by their limit.
+
+    :math:`\\log f_n(\\pm\\infty) = +\\infty`, and a softmax over a row holding ``+inf`` is
+    NaN. Along :math:`x_i = \\pm t` (for the infinite entries), :math:`t \\to \\infty`, the
+    infinite entries share the mass equally and the finite ones get 0: those rows become 0 at
+    the infinite entries and -inf elsewhere, which the softmax maps to exactly that.
+    """
+    order = _check_order(order, where)
+    x = _checks.logits("x", x, where=where)
+    axis = _checks.axis(x, axis, where=where)
+    log_f = _log_taylor_exp(x, order)
+    infinite = jnp.isinf(log_f)  # +inf only: log f_n >= log min f_n > -inf
+    saturated = jnp.any(infinite, axis=axis, keepdims=True)
+    # (a NaN stays NaN, so that the row's result is NaN)
+    limit = jnp.where(infinite, 0.0, jnp.where(jnp.isnan(log_f), log_f, -jnp.inf))
+    log_f = jnp.where(saturated, limit, log_f)
+    return x, axis, log_f
 
 
 def _log_taylor_exp(x: jax.Array, order: int) -> jax.Array:
@@ -84,18 +105,28 @@ def log_taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -
     for ``order=10``; higher orders lose accuracy near the negative minimum, where the
     alternating sum cancels (6e-4 for ``order=20``): use float64 there.
 
+    **Infinite logits.** :math:`f_n(x) \to +\infty` as :math:`x \to +\infty` *and* as
+    :math:`x \to -\infty` (the leading term :math:`x^n/n!` has an even power), so ``-inf``
+    does **not** mask an entry, unlike in a softmax: it takes the mass. A row holding ``m >= 1``
+    infinite logits (of either sign) gives :math:`\log p = -\log m` at those entries and
+    ``-inf`` at the finite ones, the limit along :math:`x_i = \pm t`, :math:`t \to \infty`
+    (all infinite entries growing alike); a row of all-infinite logits is uniform, as is a
+    row of equal values. Such rows have zero gradient. To mask classes, drop them from ``x``.
+    NaN gives NaN.
+
     Args:
-      x: logits of any shape.
+      x: logits of any shape with at least one axis, integer or floating dtype.
       order: the degree :math:`n` of the Taylor polynomial, a static even Python int >= 2.
-      axis: the axis to normalise over.
+      axis: the axis to normalise over, a Python int.
 
     Returns:
       :math:`\log p` with ``x``'s shape and dtype (float32 for integer ``x``); ``exp`` of
       it sums to 1 along ``axis``.
 
     Raises:
-      TypeError: if ``order`` is not an int.
-      ValueError: if ``order`` is odd or below 2 (:math:`f_n` then takes negative values).
+      TypeError: if ``order`` or ``axis`` is not an int, or ``x`` is bool or complex.
+      ValueError: if ``order`` is odd or below 2 (:math:`f_n` then takes negative values),
+        ``x`` is a scalar, or ``axis`` is out of range.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -115,9 +146,8 @@ def log_taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -
       arXiv:2011.11538.
       Su Jianlin, "exp(x)的偶次泰勒展开式总是正的", https://kexue.fm/archives/7919
     """
-    order = _check_order(order)
-    x = jnp.asarray(x)
-    return jax.nn.log_softmax(_log_taylor_exp(x, order), axis=axis).astype(_out_dtype(x))
+    x, axis, log_f = _log_weights(x, order, axis, "log_taylor_softmax")
+    return jax.nn.log_softmax(log_f, axis=axis).astype(_checks.out_dtype(x))
 
 
 def taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -1) -> jax.Array:
@@ -134,18 +164,23 @@ def taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -1) -
     :func:`log_taylor_softmax` for the numerics and accuracy. Computed in float32 (float64
     for float64 inputs) and cast back to ``x``'s dtype.
 
+    Infinite logits of either sign take the mass, since :math:`f_n(\pm\infty) = +\infty`: a
+    row holding ``m >= 1`` of them gives :math:`1/m` to each and 0 to the finite entries (with
+    zero gradient), so ``-inf`` does not mask an entry; see :func:`log_taylor_softmax`.
+
     Args:
-      x: logits of any shape.
+      x: logits of any shape with at least one axis, integer or floating dtype.
       order: the degree :math:`n` of the Taylor polynomial, a static even Python int >= 2.
-      axis: the axis to normalise over.
+      axis: the axis to normalise over, a Python int.
 
     Returns:
       Probabilities :math:`p` with ``x``'s shape and dtype (float32 for integer ``x``),
-      positive (barring underflow) and summing to 1 along ``axis``.
+      positive for finite rows (barring underflow) and summing to 1 along ``axis``.
 
     Raises:
-      TypeError: if ``order`` is not an int.
-      ValueError: if ``order`` is odd or below 2 (:math:`f_n` then takes negative values).
+      TypeError: if ``order`` or ``axis`` is not an int, or ``x`` is bool or complex.
+      ValueError: if ``order`` is odd or below 2 (:math:`f_n` then takes negative values),
+        ``x`` is a scalar, or ``axis`` is out of range.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -157,6 +192,9 @@ def taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -1) -
       >>> # not shift-invariant, unlike jax.nn.softmax
       >>> [round(float(v), 4) for v in taylor_softmax(jnp.array([0.0, -1.0, 2.0]) + 3.0)]
       [0.2656, 0.1562, 0.5781]
+      >>> # -inf does not mask: f_2(-inf) = +inf, the two infinite entries share the mass
+      >>> [float(v) for v in taylor_softmax(jnp.array([-jnp.inf, 0.0, jnp.inf]))]
+      [0.5, 0.0, 0.5]
 
     References:
       Alexandre de Brébisson, Pascal Vincent, "An Exploration of Softmax Alternatives
@@ -165,6 +203,5 @@ def taylor_softmax(x: jax.typing.ArrayLike, *, order: int = 2, axis: int = -1) -
       arXiv:2011.11538.
       Su Jianlin, "exp(x)的偶次泰勒展开式总是正的", https://kexue.fm/archives/7919
     """
-    order = _check_order(order)
-    x = jnp.asarray(x)
-    return jax.nn.softmax(_log_taylor_exp(x, order), axis=axis).astype(_out_dtype(x))
+    x, axis, log_f = _log_weights(x, order, axis, "taylor_softmax")
+    return jax.nn.softmax(log_f, axis=axis).astype(_checks.out_dtype(x))

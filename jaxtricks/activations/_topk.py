@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
+
+from jaxtricks._src import checks
+
+from . import _checks
 
 
 def topk_softmax(x: jax.typing.ArrayLike, k: int, *, axis: int = -1) -> jax.Array:
@@ -19,26 +21,36 @@ def topk_softmax(x: jax.typing.ArrayLike, k: int, *, axis: int = -1) -> jax.Arra
         \end{cases}
 
     where :math:`\Omega_k` holds the indices of the ``k`` largest entries. Exactly ``k``
-    entries are nonzero: ties at the boundary go to the lower index (``jax.lax.top_k``'s
-    order). The gradient is zero outside :math:`\Omega_k`, and :math:`\Omega_k` itself is
-    treated as constant (a piecewise-smooth map, like ``max``). ``k`` equal to the axis size
-    gives ``jax.nn.softmax``. SPACES (the post) uses ``k = 10``, at decoding time through
-    this map and in training through :func:`jaxtricks.losses.topk_softmax_cross_entropy`.
+    entries are nonzero for finite ``x``: ties at the boundary go to the lower index
+    (``jax.lax.top_k``'s order). The gradient is zero outside :math:`\Omega_k`, and
+    :math:`\Omega_k` itself is treated as constant (a piecewise-smooth map, like ``max``).
+    ``k`` equal to the axis size gives ``jax.nn.softmax``. SPACES (the post) uses ``k = 10``,
+    at decoding time through this map and in training through
+    :func:`jaxtricks.losses.topk_softmax_cross_entropy`.
     Unlike sparsemax, whose support is set by a threshold, the support size here is fixed.
     Computed in float32 (float64 for float64 inputs) and cast back to ``x``'s dtype
     (float32 for integer ``x``).
 
+    **Infinite logits** (``-inf`` marks a masked entry) give the softmax limits, never NaN:
+    ``-inf`` entries get probability 0 (so fewer than ``k`` entries may be nonzero), a row
+    whose largest entry is ``+inf`` gives equal parts to its ``+inf`` entries in
+    :math:`\Omega_k` and 0 elsewhere, and a row of all ``-inf`` (everything masked) gives
+    :math:`1/k` to the ``k`` entries ``top_k`` selects (the lowest indices), the limit of
+    equal logits :math:`-t`, :math:`t \to \infty`. Gradients there are finite (zero at the
+    infinite entries). Internally the infinities are the dtype's finite extremes.
+
     Args:
-      x: logits of any shape with at least one dimension.
+      x: logits of any shape with at least one dimension, integer or floating dtype.
       k: static Python int, the number of entries kept, ``1 <= k <= x.shape[axis]``.
-      axis: the axis to normalise over.
+      axis: the axis to normalise over, a Python int.
 
     Returns:
-      Probabilities with ``x``'s shape and dtype: ``k`` nonzero entries summing to 1 along
-      ``axis``.
+      Probabilities with ``x``'s shape and dtype (float32 for integer ``x``): at most ``k``
+      nonzero entries (exactly ``k`` for finite ``x``), summing to 1 along ``axis``.
 
     Raises:
-      TypeError: if ``k`` is not an int.
+      TypeError: if ``k`` or ``axis`` is not an int (bool included), or ``x`` is bool or
+        complex.
       ValueError: if ``x`` is a scalar, ``axis`` is out of range or ``k`` is outside
         ``[1, x.shape[axis]]``.
 
@@ -48,6 +60,11 @@ def topk_softmax(x: jax.typing.ArrayLike, k: int, *, axis: int = -1) -> jax.Arra
       >>> p = topk_softmax(jnp.array([1.0, 3.0, 0.0, 2.0]), k=2)
       >>> [round(float(v), 4) for v in p]  # softmax of [3, 2] placed back, zeros elsewhere
       [0.0, 0.7311, 0.0, 0.2689]
+      >>> # -inf masks an entry; a fully masked row is uniform over the k kept entries
+      >>> [float(v) for v in topk_softmax(jnp.array([-jnp.inf, 1.0, -jnp.inf]), k=2)]
+      [0.0, 1.0, 0.0]
+      >>> [float(v) for v in topk_softmax(jnp.full(3, -jnp.inf), k=2)]
+      [0.5, 0.5, 0.0]
 
     References:
       André F. T. Martins, Ramón F. Astudillo, "From Softmax to Sparsemax: A Sparse Model of
@@ -56,23 +73,25 @@ def topk_softmax(x: jax.typing.ArrayLike, k: int, *, axis: int = -1) -> jax.Arra
       Su Jianlin, "SPACES：“抽取-生成”式长文本摘要（法研杯总结）",
       https://kexue.fm/archives/8046
     """
-    x = jnp.asarray(x)
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension, got a scalar.")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(
-            f"axis must be in [-{x.ndim}, {x.ndim}) for x of shape {x.shape}, got {axis}."
-        )
+    where = "topk_softmax"
+    x = _checks.logits("x", x, where=where)
+    axis = _checks.axis(x, axis, where=where)
     size = x.shape[axis]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be a static Python int, got {k!r} of type {type(k).__name__}.")
-    if not 1 <= k <= size:
-        raise ValueError(f"k must satisfy 1 <= k <= {size} (x.shape[{axis}]), got {k}.")
+    k = checks.positive_int("k", k, where=where)
+    if k > size:
+        raise ValueError(
+            f"{where}: k must satisfy 1 <= k <= {size} (x.shape[{axis}] for x of shape "
+            f"{x.shape}), got {k}."
+        )
     dtype = jnp.promote_types(x.dtype, jnp.float32)
-    out_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else dtype
+    out_dtype = _checks.out_dtype(x)
+    # Infinities become the finite extremes: +inf entries then share the mass, -inf entries
+    # get none, and an all -inf row is uniform over its k selected entries (the limits of
+    # equal-rate growth), where a plain softmax would give NaN.
+    info = jnp.finfo(dtype)
+    last = jnp.clip(jnp.moveaxis(x, axis, -1).astype(dtype), info.min, info.max)
     if k == size:  # no sort needed
-        return jax.nn.softmax(x.astype(dtype), axis=axis).astype(out_dtype)
-    last = jnp.moveaxis(x, axis, -1).astype(dtype)
+        return jnp.moveaxis(jax.nn.softmax(last, axis=-1), -1, axis).astype(out_dtype)
     top1, kth, cutoff = _top_and_kth(last, k)
     # The mask is built from comparisons, not by scattering top_k's indices, so that it
     # shards like `x` (scatters need explicit output shardings under explicit meshes).
@@ -93,13 +112,10 @@ def _top_and_kth(last: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Arr
     Each is ``(..., 1)`` in ``last``'s dtype. They come out of ``lax.top_k`` through an
     exact product with a 0/1 selection matrix: XLA (CPU at least) otherwise fuses ``top_k``
     into the elementwise consumers of its output and recomputes it per element, ~100x slower
-    over a 32k vocabulary; a dot is never fused into its consumers. Infinities are clipped
-    to the finite extremes first so that ``0 * inf`` cannot make a NaN; the entries this
-    changes have zero softmax weight either way.
+    over a 32k vocabulary; a dot is never fused into its consumers. ``last`` must be finite
+    (the caller clips infinities) so that ``0 * inf`` cannot make a NaN.
     """
     values, indices = jax.lax.top_k(last, k)
-    info = jnp.finfo(last.dtype)
-    values = jnp.clip(values, info.min, info.max)
     stacked = jnp.concatenate([values, indices.astype(last.dtype)], axis=-1)  # (..., 2k)
     select = jnp.zeros((2 * k, 3), last.dtype).at[[0, k - 1, 2 * k - 1], [0, 1, 2]].set(1)
     picked = jnp.matmul(stacked, select, precision=jax.lax.Precision.HIGHEST)

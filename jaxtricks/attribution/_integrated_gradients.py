@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks._src import checks
+
 METHODS = ("riemann_right", "trapezoid", "gauss_legendre")
 
 
@@ -29,20 +31,12 @@ def _acc_dtype(leaf: jax.Array) -> jnp.dtype:
     return jnp.promote_types(leaf.dtype, jnp.float32)
 
 
-def _validate(steps: Any, method: Any, microbatch_size: Any) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"steps must be a Python int (static), got {steps!r}.")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+def _validate(f: Any, steps: Any, method: Any, microbatch_size: Any) -> None:
+    checks.callable_arg("f", f)
+    checks.positive_int("steps", steps)
+    checks.choice("method", method, METHODS)
     if microbatch_size is not None:
-        if isinstance(microbatch_size, bool) or not isinstance(microbatch_size, (int, np.integer)):
-            raise TypeError(
-                f"microbatch_size must be None or a Python int (static), got {microbatch_size!r}."
-            )
-        if microbatch_size < 1:
-            raise ValueError(f"microbatch_size must be None or >= 1, got {microbatch_size}.")
+        checks.positive_int("microbatch_size", microbatch_size)
 
 
 def integrated_gradients(
@@ -96,18 +90,23 @@ def integrated_gradients(
       steps: number of intervals / nodes (static Python int ≥ 1). ``"trapezoid"`` evaluates
         ``steps + 1`` gradients, the other rules ``steps``.
       method: ``"riemann_right"``, ``"trapezoid"`` or ``"gauss_legendre"``.
-      microbatch_size: number of nodes per vectorised gradient batch (static Python int ≥ 1),
-        or ``None`` for all at once.
+      microbatch_size: number of nodes per vectorised gradient batch (static Python int ≥ 1;
+        values above the number of nodes evaluate them all at once, like ``None``), or
+        ``None`` for all at once.
 
     Returns:
       ``(attributions, gap)``: ``attributions`` has ``x``'s structure, shapes and dtypes
       (accumulated in float32 for bf16/f16 inputs, then cast back); ``gap`` is a scalar in
-      the accumulation dtype (float32, or float64 for float64 inputs).
+      the accumulation dtype (float32, or float64 for float64 inputs). Entries where ``x``
+      equals the baseline get exactly 0, even where the gradient of ``f`` is not finite
+      (``x == baseline`` gives zero attributions and a zero gap).
 
     Raises:
-      TypeError: ``steps`` or ``microbatch_size`` is not an int; ``x`` has a non-floating leaf.
+      TypeError: ``f`` not callable; ``steps`` or ``microbatch_size`` not an int; ``x`` with
+        a non-floating leaf; ``f`` returning something other than a floating scalar array.
       ValueError: ``steps < 1``, ``microbatch_size < 1``, an unknown ``method``, a baseline
-        whose structure, shapes or dtypes differ from ``x``, or ``f`` not returning a scalar.
+        whose structure, shapes or dtypes differ from ``x`` (the message names both), or
+        ``f`` returning a non-scalar.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -126,7 +125,7 @@ def integrated_gradients(
       arXiv:1703.01365.
       Su Jianlin, "积分梯度：一种新颖的神经网络可视化方法", https://kexue.fm/archives/7533
     """
-    _validate(steps, method, microbatch_size)
+    _validate(f, steps, method, microbatch_size)
     leaves, treedef = jax.tree.flatten(x)
     leaves = [jnp.asarray(leaf) for leaf in leaves]
     if not leaves:
@@ -151,9 +150,13 @@ def integrated_gradients(
     deltas = [(leaf.astype(a) - b.astype(a)) for leaf, b, a in zip(leaves, base_leaves, acc)]
 
     def scalar_f(ls):
-        out = jnp.asarray(f(jax.tree.unflatten(treedef, ls)))
+        out = f(jax.tree.unflatten(treedef, ls))
+        if not isinstance(out, (jax.Array, np.ndarray, np.generic, float)):
+            raise TypeError(f"f must return a real scalar array, got a {type(out).__name__}.")
+        out = jnp.asarray(out)
         if out.shape != ():
             raise ValueError(f"f must return a scalar, got shape {out.shape}.")
+        checks.array_dtype_kind("f(x)", out, ("floating",))
         return out
 
     grad_f = jax.grad(scalar_f)
@@ -194,7 +197,9 @@ def integrated_gradients(
         rest = weighted_grad_sum(alphas[n_full:], weights[n_full:])
         total = [t + r for t, r in zip(total, rest)]
 
-    attributions = [d * t for d, t in zip(deltas, total)]
+    # Where x equals the baseline the path does not move: the attribution is exactly 0, even
+    # if the gradient there is not finite (sqrt or norm at 0, say).
+    attributions = [jnp.where(d == 0, 0, d * t) for d, t in zip(deltas, total)]
     delta_f = scalar_f(leaves).astype(node_dtype) - scalar_f(base_leaves).astype(node_dtype)
     gap = sum(jnp.sum(a).astype(node_dtype) for a in attributions) - delta_f
     out = [a.astype(leaf.dtype) for a, leaf in zip(attributions, leaves)]

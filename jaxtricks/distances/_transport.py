@@ -37,9 +37,13 @@ def sinkhorn_cost(
     over the first half of the ``num_iters`` iterations, then stays at the target. The last
     update is a plain (not over-relaxed) column update, so the plan's column sums equal ``b``.
     """
+    # Zero masses (WRD's zero vectors) are absent words: log 0 must not reach the potentials.
+    x_valid, y_valid = x_valid & (a > 0), y_valid & (b > 0)
     both = x_valid[:, None] & y_valid[None, :]
-    lo = jnp.min(jnp.where(both, c, jnp.inf))
-    hi = jnp.max(jnp.where(both, c, -jnp.inf))
+    # No valid pair (a traced all-False mask): finite placeholders; the plan is then all 0.
+    some = jnp.any(both)
+    lo = jnp.where(some, jnp.min(jnp.where(both, c, jnp.inf)), 0)
+    hi = jnp.where(some, jnp.max(jnp.where(both, c, -jnp.inf)), 0)
     spread = jnp.maximum(hi - lo, jnp.finfo(c.dtype).eps)
     # Padding gets a huge finite cost instead of -inf logits: no masking inside the loop, and
     # no inf * 0 in the backward pass. Its mass exp(-1e6 * spread / eps) underflows to 0.
@@ -82,6 +86,8 @@ def _solve_lp(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     from scipy.optimize import linprog  # lazily: only the exact method needs scipy
 
     rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
+    if rows.size == 0 or cols.size == 0:
+        return 0.0  # no mass to move (a traced all-False mask)
     a, b, c = a[rows], b[cols] * (a[rows].sum() / b[cols].sum()), c[np.ix_(rows, cols)]
     n, m = c.shape
     equalities = np.vstack(

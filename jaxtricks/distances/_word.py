@@ -6,62 +6,105 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import safe_norm
 from jaxtricks.distances._transport import exact_cost, sinkhorn_cost
 
 _METHODS = ("sinkhorn", "exact")
-# Squared norms below this count as zero: safe square roots with a finite gradient at 0.
+# The cost matrices feed a claim (Sinkhorn within 1e-3 of the exact value): full float32
+# products on TPU and on TF32 GPUs too (the CPU ignores it).
+_HIGHEST = jax.lax.Precision.HIGHEST
+# Squared distances and norms below this count as zero: safe square roots with a finite
+# gradient at 0.
 _TINY = 1e-30
+_FLOOR = 1e-15  # sqrt(_TINY)
 
 
 def _check_pair(x, y, x_mask, y_mask, where: str):
     """Validated float arrays (float32 at least) and boolean masks of one pair."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     for name, v in (("x", x), ("y", y)):
-        if v.ndim != 2:
-            raise ValueError(f"{where}: {name} must be 2-D (words, features); got shape {v.shape}.")
+        # Integers are promoted to float32 below; booleans and complex numbers are refused.
+        checks.array_dtype_kind(name, v, ("integer", "floating"), where=where)
+        if v.ndim != 2 or 0 in v.shape:
+            raise ValueError(
+                f"{where}: {name} must have shape (words, features) with at least one of "
+                f"each; got shape {v.shape}."
+            )
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"{where}: x and y must have the same feature dimension; got x {x.shape} and "
             f"y {y.shape}."
         )
     dtype = jnp.promote_types(jnp.result_type(x, y), jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{where}: x and y must be real arrays; got {x.dtype} and {y.dtype}.")
     masks = []
     for name, mask, v in (("x_mask", x_mask, x), ("y_mask", y_mask, y)):
         if mask is None:
             masks.append(jnp.ones(v.shape[0], bool))
             continue
         mask = jnp.asarray(mask)
+        checks.array_dtype_kind(name, mask, ("bool",), where=where)
         if mask.shape != (v.shape[0],):
             raise ValueError(
                 f"{where}: {name} must have shape ({v.shape[0]},) (one flag per word); "
                 f"got {mask.shape}."
             )
-        if not isinstance(mask, jax.core.Tracer) and not np.any(np.asarray(mask)):
+        if not checks.is_traced(mask) and not np.any(np.asarray(mask)):
             raise ValueError(f"{where}: {name} masks every word; at least one must be valid.")
-        masks.append(mask.astype(bool))
+        masks.append(mask)
     return x.astype(dtype), y.astype(dtype), masks[0], masks[1]
 
 
-def _safe_norm(v: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1), _TINY))
+def _inverse_scale(*arrays_and_masks) -> jax.Array:
+    """A power of two ``s`` bringing the largest valid magnitude into [0.5, 4) (1 for 0).
+
+    Multiplying by ``s`` changes no digit, so it only keeps squares and products of words
+    near 1e20 (float32) from overflowing and those near 1e-20 from underflowing. Dividing by
+    the peak itself would not do: XLA turns ``x / c`` into ``x * (1 / c)``, and ``1 / c`` is
+    flushed to 0 for ``c`` above about 8.5e37 in float32.
+    """
+    peak = 0.0
+    for v, mask in arrays_and_masks:
+        peak = jnp.maximum(peak, jnp.max(jnp.where(mask[:, None], jnp.abs(v), 0)))
+    finfo = jnp.finfo(arrays_and_masks[0][0].dtype)
+    _, exponent = jnp.frexp(peak)  # peak = m 2^e, m in [0.5, 1)
+    exponent = jnp.clip(exponent, finfo.minexp + 1, finfo.maxexp - 2)  # 2^-e stays normal
+    return jax.lax.stop_gradient(jnp.ldexp(jnp.ones((), finfo.dtype), -exponent))
+
+
+def _both_present(x_valid: jax.Array, y_valid: jax.Array) -> jax.Array:
+    # A traced all-False mask leaves a side without words: the bounds are then 0, like the
+    # distances they bound.
+    return jnp.any(x_valid) & jnp.any(y_valid)
 
 
 def _masked_mean(v: jax.Array, mask: jax.Array) -> jax.Array:
+    # A traced all-False mask gives the zero vector (0 / 1), not 0 / 0.
     weights = mask.astype(v.dtype)
-    return weights @ v / jnp.sum(weights)
+    return jnp.matmul(weights, v, precision=_HIGHEST) / jnp.maximum(jnp.sum(weights), 1)
+
+
+def _floor_norm(v: jax.Array) -> jax.Array:
+    """``max(||v||, 1e-15)`` along the last axis, from the plain sum of squares.
+
+    WMD and WRD use this rather than the scaled ``safe_norm``: the scaling costs the batched
+    WRD benchmark 40 to 50% on CPU (its extra reductions split the fused cost stage). The
+    price: squared norms must stay inside the dtype's range (word vectors between about
+    1e-18 and 1e18 in float32). The floor keeps zero vectors finite: cosine 0, mass
+    1e-15 / total (uniform when every word is zero), gradient 0 through the norm.
+    """
+    return jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1), _TINY))
 
 
 def _check_solver(method, epsilon, num_iters, where: str) -> None:
-    if method not in _METHODS:
-        raise ValueError(f"{where}: method must be one of {_METHODS}; got {method!r}.")
-    if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)):
-        raise TypeError(f"{where}: num_iters must be a Python int (static); got {num_iters!r}.")
-    if num_iters < 1:
-        raise ValueError(f"{where}: num_iters must be >= 1; got {num_iters}.")
-    if isinstance(epsilon, (int, float, np.number)) and not epsilon > 0:
-        raise ValueError(f"{where}: epsilon must be > 0 (or None for the default); got {epsilon}.")
+    checks.choice("method", method, _METHODS, where=where)
+    checks.positive_int("num_iters", num_iters, where=where)
+    if epsilon is not None:
+        checks.number("epsilon", epsilon, low=0, low_open=True, where=where)
+        if np.ndim(epsilon) != 0:
+            raise ValueError(
+                f"{where}: epsilon must be a scalar or None; got shape {np.shape(epsilon)}."
+            )
 
 
 def _transport(a, b, c, x_valid, y_valid, method, epsilon, num_iters):
@@ -119,29 +162,40 @@ def word_movers_distance(
     differentiable: differentiating it raises ``ValueError``.
 
     Distances are computed as :math:`\sqrt{\max(\lVert x_i\rVert^2 + \lVert y_j\rVert^2 -
-    2 x_i\cdot y_j, \text{tiny})}` (one matrix product; the gradient is finite for coincident
-    words). The subtraction cancels for coincident words: in float32 their distance comes out
-    as about :math:`\sqrt{10^{-7}}\lVert x_i\rVert` instead of 0 (float64 inputs: far less).
+    2 x_i\cdot y_j, \text{tiny})}` (one matrix product, at ``jax.lax.Precision.HIGHEST`` so
+    TPUs and TF32 GPUs keep float32 accuracy; the gradient is finite for coincident words).
+    The subtraction cancels for coincident words: in float32 their distance comes out as
+    about :math:`\sqrt{10^{-7}}\lVert x_i\rVert` instead of 0 (float64 inputs: far less).
+    The squared norms must be finite: word vectors up to about 1e18 in float32 (scaling the
+    inputs first would lift this, at about 40% of the batched WRD benchmark on CPU).
+
+    Masks are checked when concrete. A traced mask cannot be: one that masks every word of
+    a sequence gives 0 (no mass to move) under both methods.
 
     Args:
-      x: ``(n, D)`` word vectors of the first sequence (one pair; ``jax.vmap`` for many).
+      x: ``(n, D)`` word vectors of the first sequence, ``n, D >= 1`` (one pair;
+        ``jax.vmap`` for many). Floating or integer (integers are converted to float32).
       y: ``(m, D)`` word vectors of the second sequence.
       x_mask: optional ``(n,)`` booleans, True for valid words (padding False).
       y_mask: optional ``(m,)`` booleans.
       method: ``"sinkhorn"`` (default) or ``"exact"``.
-      epsilon: target entropic regularisation in cost units; ``None`` for 1e-3 times the
+      epsilon: target entropic regularisation in cost units, a finite number > 0 (a
+        concrete array is checked too; a traced one is not); ``None`` for 1e-3 times the
         spread of the costs of this pair. Ignored by ``"exact"``.
-      num_iters: static number of Sinkhorn iterations (>= 1). Ignored by ``"exact"``.
+      num_iters: static number of Sinkhorn iterations, a positive int. Ignored by
+        ``"exact"``.
 
     Returns:
-      A scalar: float32 for bfloat16, float16 and float32 inputs (computed in float32),
-      float64 for float64 inputs.
+      A scalar: float32 for bfloat16, float16, float32 and integer inputs (computed in
+      float32), float64 for float64 inputs.
 
     Raises:
-      ValueError: ``x`` or ``y`` not 2-D, different feature dimensions, a mask of the wrong
-        shape or (when concrete) masking every word, an unknown ``method``, ``epsilon <= 0``,
-        ``num_iters < 1``, or differentiating ``method="exact"``.
-      TypeError: ``num_iters`` not a Python int; non-real inputs.
+      ValueError: ``x`` or ``y`` not of shape ``(words, features)`` with at least one of
+        each, different feature dimensions, a mask of the wrong shape or (when concrete)
+        masking every word, an unknown ``method``, a concrete ``epsilon`` NaN, infinite,
+        ``<= 0`` or not 0-D, ``num_iters < 1``, or differentiating ``method="exact"``.
+      TypeError: ``num_iters`` not an int; boolean or complex inputs; masks that are not
+        boolean; ``epsilon`` not a number.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -170,10 +224,11 @@ def word_movers_distance(
     x, y, x_valid, y_valid = _check_pair(x, y, x_mask, y_mask, where)
     # The product of the raw inputs (no centring or scaling fused into it) keeps XLA's fast
     # matrix product on CPU: about 5x faster over a vmapped batch.
-    sq = jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :] - 2 * (x @ y.T)
+    prod = jnp.matmul(x, y.T, precision=_HIGHEST)
+    sq = jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :] - 2 * prod
     cost = jnp.sqrt(jnp.maximum(sq, _TINY))
-    a = x_valid.astype(x.dtype) / jnp.sum(x_valid)
-    b = y_valid.astype(x.dtype) / jnp.sum(y_valid)
+    a = x_valid.astype(x.dtype) / jnp.maximum(jnp.sum(x_valid), 1)
+    b = y_valid.astype(x.dtype) / jnp.maximum(jnp.sum(y_valid), 1)
     return _transport(a, b, cost, x_valid, y_valid, method, epsilon, num_iters)
 
 
@@ -202,21 +257,27 @@ def word_rotators_distance(
     (sums over valid words; masked words carry no mass). The value lies in [0, 2], is 0 for
     ``x == y``, and is at least :func:`wrd_lower_bound`.
 
-    The methods, their bias and the defaults are those of :func:`word_movers_distance`; the
-    cosine is clipped to [-1, 1] and zero vectors (zero mass) are handled with safe norms.
+    The methods, their bias, the defaults, the precision, the checks and the masks are those
+    of :func:`word_movers_distance`; the cosine is clipped to [-1, 1]. Norms are floored at
+    1e-15, so a zero vector has cosine 0 (cost 1) to every word and mass :math:`10^{-15} /
+    \sum_k \lVert x_k\rVert`, next to nothing; a sequence whose valid words are all zero
+    vectors gets uniform masses, so its WRD to anything is 1. Squared norms must be finite
+    (word vectors between about 1e-18 and 1e18 in float32; smaller ones count as zero).
 
     Args:
-      x: ``(n, D)`` word vectors of the first sequence (one pair; ``jax.vmap`` for many).
+      x: ``(n, D)`` word vectors of the first sequence (one pair; ``jax.vmap`` for many),
+        floating or integer.
       y: ``(m, D)`` word vectors of the second sequence.
       x_mask: optional ``(n,)`` booleans, True for valid words.
       y_mask: optional ``(m,)`` booleans.
       method: ``"sinkhorn"`` (default) or ``"exact"``.
-      epsilon: target entropic regularisation in cost units; ``None`` for 1e-3 times the
-        spread of the costs of this pair.
-      num_iters: static number of Sinkhorn iterations (>= 1).
+      epsilon: target entropic regularisation in cost units (finite, > 0); ``None`` for
+        1e-3 times the spread of the costs of this pair.
+      num_iters: static number of Sinkhorn iterations, a positive int.
 
     Returns:
-      A scalar: float32 for bfloat16, float16 and float32 inputs, float64 for float64 inputs.
+      A scalar: float32 for bfloat16, float16, float32 and integer inputs, float64 for
+      float64 inputs.
 
     Raises:
       ValueError: as :func:`word_movers_distance`.
@@ -243,15 +304,17 @@ def word_rotators_distance(
     where = "word_rotators_distance"
     _check_solver(method, epsilon, num_iters, where)
     x, y, x_valid, y_valid = _check_pair(x, y, x_mask, y_mask, where)
-    norm_x, norm_y = _safe_norm(x), _safe_norm(y)
-    cos = (x @ y.T) / (norm_x[:, None] * norm_y[None, :])  # raw product: see WMD
-    cost = 1.0 - jnp.clip(cos, -1.0, 1.0)
+    norm_x, norm_y = _floor_norm(x), _floor_norm(y)
+    # A zero vector's cosines are 0 / floor = 0: cost 1 to every word.
+    cos = jnp.matmul(x, y.T, precision=_HIGHEST) / (norm_x[:, None] * norm_y[None, :])
+    cost = 1.0 - jnp.clip(cos, -1.0, 1.0)  # raw product: see WMD
     # The weights take their norms from a barrier's copy of the inputs: sharing the norms above
     # splits the product from its reductions on CPU and makes it ~3x slower (benchmarks).
-    weight_x, weight_y = (_safe_norm(v) for v in jax.lax.optimization_barrier((x, y)))
-    a = jnp.where(x_valid, weight_x, 0.0)
-    b = jnp.where(y_valid, weight_y, 0.0)
-    a, b = a / jnp.sum(a), b / jnp.sum(b)
+    bx, by = jax.lax.optimization_barrier((x, y))
+    a = jnp.where(x_valid, _floor_norm(bx), 0.0)
+    b = jnp.where(y_valid, _floor_norm(by), 0.0)
+    # A traced all-False mask leaves no mass: 0 / floor instead of 0 / 0.
+    a, b = a / jnp.maximum(jnp.sum(a), _FLOOR), b / jnp.maximum(jnp.sum(b), _FLOOR)
     return _transport(a, b, cost, x_valid, y_valid, method, epsilon, num_iters)
 
 
@@ -270,19 +333,24 @@ def word_centroid_distance(
         \Bigr\rVert \le \mathrm{WMD}(x, y)
 
     (means over valid words), by the triangle inequality applied to any transport plan.
+    The means are matrix products at ``jax.lax.Precision.HIGHEST``; the inputs are scaled by
+    a power of two first and the norm is the scaled safe norm, so any finite scale works. A
+    traced mask that masks every word gives 0, like :func:`word_movers_distance`.
 
     Args:
-      x: ``(n, D)`` word vectors.
+      x: ``(n, D)`` word vectors, floating or integer (converted to float32).
       y: ``(m, D)`` word vectors.
       x_mask: optional ``(n,)`` booleans, True for valid words.
       y_mask: optional ``(m,)`` booleans.
 
     Returns:
-      A scalar (float32 for bfloat16 to float32 inputs, float64 for float64), with a finite
-      gradient when the centroids coincide.
+      A scalar (float32 for bfloat16 to float32 and integer inputs, float64 for float64),
+      with a finite gradient (0) when the centroids coincide.
 
     Raises:
-      ValueError: ``x`` or ``y`` not 2-D, different feature dimensions, bad or all-False masks.
+      ValueError: ``x`` or ``y`` not of shape ``(words, features)``, different feature
+        dimensions, masks of the wrong shape or (when concrete) all False.
+      TypeError: boolean or complex inputs, masks that are not boolean.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -299,7 +367,9 @@ def word_centroid_distance(
       https://kexue.fm/archives/7388
     """
     x, y, x_valid, y_valid = _check_pair(x, y, x_mask, y_mask, "word_centroid_distance")
-    return _safe_norm(_masked_mean(x, x_valid) - _masked_mean(y, y_valid))
+    scale = _inverse_scale((x, x_valid), (y, y_valid))
+    diff = _masked_mean(x * scale, x_valid) - _masked_mean(y * scale, y_valid)
+    return jnp.where(_both_present(x_valid, y_valid), safe_norm(diff) / scale, 0.0)
 
 
 def wrd_lower_bound(
@@ -320,19 +390,26 @@ def wrd_lower_bound(
         \frac{\sum_j y_j}{Z'} \Bigr\rVert^2,
         \qquad Z = \sum_i \lVert x_i\rVert,\ Z' = \sum_j \lVert y_j\rVert
 
-    (sums over valid words), because :math:`a_i \hat x_i = x_i / Z`.
+    (sums over valid words), because :math:`a_i \hat x_i = x_i / Z`. Each sequence is scaled
+    by a power of two first (the bound does not change) and the norms are the scaled safe
+    norm, so any finite scale works. A sequence of zero vectors (:math:`Z = 0`) contributes
+    the zero vector (its WRD to anything is 1, see :func:`word_rotators_distance`). A traced
+    mask that masks every word gives 0, like :func:`word_rotators_distance`.
 
     Args:
-      x: ``(n, D)`` word vectors.
+      x: ``(n, D)`` word vectors, floating or integer (converted to float32).
       y: ``(m, D)`` word vectors.
       x_mask: optional ``(n,)`` booleans, True for valid words.
       y_mask: optional ``(m,)`` booleans.
 
     Returns:
-      A scalar in [0, 2] (float32 for bfloat16 to float32 inputs, float64 for float64).
+      A scalar in [0, 2] (float32 for bfloat16 to float32 and integer inputs, float64 for
+      float64).
 
     Raises:
-      ValueError: ``x`` or ``y`` not 2-D, different feature dimensions, bad or all-False masks.
+      ValueError: ``x`` or ``y`` not of shape ``(words, features)``, different feature
+        dimensions, masks of the wrong shape or (when concrete) all False.
+      TypeError: boolean or complex inputs, masks that are not boolean.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -349,8 +426,13 @@ def wrd_lower_bound(
       https://kexue.fm/archives/7388
     """
     x, y, x_valid, y_valid = _check_pair(x, y, x_mask, y_mask, "wrd_lower_bound")
-    wx, wy = x_valid.astype(x.dtype), y_valid.astype(y.dtype)
-    sx = wx @ x / jnp.sum(wx * _safe_norm(x))
-    sy = wy @ y / jnp.sum(wy * _safe_norm(y))
-    diff = sx - sy
-    return 0.5 * jnp.sum(diff * diff)
+
+    def direction_sum(v, valid):
+        # sum_i v_i / Z, scale-free; 0 when every valid word is a zero vector (Z = 0).
+        v = v * _inverse_scale((v, valid))
+        w = valid.astype(v.dtype)
+        z = jnp.sum(jnp.where(valid, safe_norm(v), 0.0))
+        return jnp.matmul(w, v, precision=_HIGHEST) / jnp.where(z > 0, z, 1)
+
+    diff = direction_sum(x, x_valid) - direction_sum(y, y_valid)
+    return jnp.where(_both_present(x_valid, y_valid), 0.5 * jnp.sum(diff * diff), 0.0)

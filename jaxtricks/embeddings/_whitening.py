@@ -14,11 +14,14 @@ cancellation when the offset is large, which is the very situation whitening is 
 
 from __future__ import annotations
 
-import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import l2_normalize
 
 # Covariances are computed once and feed an eigendecomposition: on TPU/GPU the default matmul
 # precision (bf16 / tf32 passes) would cost ~3 digits, so ask for full float32.
@@ -28,19 +31,52 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def _check_dim(dim: int | None, features: int) -> int:
     if dim is None:
         return features
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an int or None, got {dim!r} of type {type(dim).__name__}.")
-    if not 1 <= dim <= features:
+    dim = checks.positive_int("dim", dim)
+    if dim > features:
         raise ValueError(f"dim must satisfy 1 <= dim <= {features} (the features), got {dim}.")
-    return int(dim)
+    return dim
 
 
 def _check_rtol(rtol: float | None, features: int, dtype: jnp.dtype) -> float:
     if rtol is None:
         return features * float(jnp.finfo(dtype).eps)
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be a number in [0, 1) or None, got {rtol!r}.")
+    if checks.is_traced(rtol):
+        raise TypeError("rtol must be a Python number (static) or None, got a traced value.")
+    checks.number("rtol", rtol, low=0, high=1, high_open=True)
+    if np.ndim(rtol) != 0:
+        raise ValueError(f"rtol must be a scalar or None, got shape {np.shape(rtol)}.")
     return float(rtol)
+
+
+def _check_embeddings(name: str, x: jax.Array, *, integers: bool = False) -> None:
+    """Floating embeddings (integers too where ``integers``); booleans and complex refused."""
+    kinds = ("floating", "integer") if integers else ("floating",)
+    checks.array_dtype_kind(name, x, kinds)
+
+
+def _check_mask(mask: Any, rows: tuple[int, ...]) -> jax.Array:
+    mask = jnp.asarray(mask)
+    checks.array_dtype_kind("mask", mask, ("bool",))
+    if mask.shape != rows:
+        raise ValueError(f"mask must have shape x.shape[:-1] = {rows}, got {mask.shape}.")
+    return mask
+
+
+def _check_precision(precision: Any) -> Any:
+    """A ``jax.lax.Precision``, its name, a pair of them, or None (the default precision)."""
+    pair = precision if isinstance(precision, tuple) and len(precision) == 2 else (precision,)
+    for p in pair:
+        if p is None or isinstance(p, jax.lax.Precision):
+            continue
+        try:
+            jax.lax.Precision(p)
+        except (ValueError, TypeError):
+            names = [m.name.lower() for m in jax.lax.Precision]
+            raise ValueError(
+                f"precision must be None, a jax.lax.Precision or one of {names} (or a pair), "
+                f"got {precision!r}."
+            ) from None
+    return precision
 
 
 def _float_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -117,16 +153,11 @@ class WhiteningStats(NamedTuple):
           ``WhiteningStats`` with ``count = 0``, zero ``mean`` ``(D,)`` and ``m2`` ``(D, D)``.
 
         Raises:
-          TypeError: if ``features`` is not an int or ``dtype`` is not floating.
+          TypeError: if ``features`` is not an int or ``dtype`` is not a real floating dtype.
           ValueError: if ``features < 1``.
         """
-        if isinstance(features, bool) or not isinstance(features, numbers.Integral):
-            raise TypeError(f"features must be an int, got {features!r}.")
-        if features < 1:
-            raise ValueError(f"features must be >= 1, got {features}.")
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
-        dtype = jnp.dtype(dtype)
+        features = checks.positive_int("features", features)
+        dtype = checks.float_dtype("dtype", dtype, allow_none=False, complex_ok=False)
         return cls(
             jnp.zeros((), dtype), jnp.zeros((features,), dtype), jnp.zeros((features,) * 2, dtype)
         )
@@ -142,21 +173,28 @@ class WhiteningStats(NamedTuple):
         """Statistics of one batch, centred on its own mean (two passes, no cancellation).
 
         Args:
-          x: ``(..., D)`` vectors; all leading axes are rows (e.g. ``(B, T, D)`` tokens).
+          x: ``(..., D)`` floating vectors, ``D >= 1``; all leading axes are rows (e.g.
+            ``(B, T, D)`` tokens). No rows (``(0, D)``) gives count 0.
           mask: optional boolean ``x.shape[:-1]``; rows where it is False are ignored (padding,
             the ragged last batch of a fixed-shape ``jit``). An all-False mask gives count 0.
-          dtype: dtype of the statistics; default ``x``'s dtype promoted to at least float32.
+          dtype: real floating dtype of the statistics; default ``x``'s dtype promoted to at
+            least float32.
 
         Returns:
-          ``WhiteningStats`` of the (unmasked) rows.
+          ``WhiteningStats`` of the (unmasked) rows; with count 0, zero mean and ``m2``.
 
         Raises:
-          ValueError: if ``x`` has no feature axis or ``mask``'s shape is not ``x.shape[:-1]``.
+          TypeError: if ``x`` is not floating, ``mask`` not boolean or ``dtype`` not a real
+            floating dtype.
+          ValueError: if ``x`` has no (or an empty) feature axis or ``mask``'s shape is not
+            ``x.shape[:-1]``.
         """
         x = jnp.asarray(x)
-        if x.ndim < 1:
-            raise ValueError(f"x must have shape (..., D), got a scalar of shape {x.shape}.")
-        dtype = _float_dtype(x.dtype if dtype is None else jnp.dtype(dtype))
+        _check_embeddings("x", x)
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise ValueError(f"x must have shape (..., D) with D >= 1, got shape {x.shape}.")
+        dtype = checks.float_dtype("dtype", dtype, complex_ok=False)
+        dtype = _float_dtype(x.dtype if dtype is None else dtype)
         rows = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1]).astype(dtype)
         if mask is None:
@@ -164,9 +202,7 @@ class WhiteningStats(NamedTuple):
             mean = jnp.sum(x, axis=0) / jnp.maximum(n, 1)  # an empty batch has mean 0, not NaN
             xc = x - mean[None, :]
             return cls(n, mean, jnp.matmul(xc.T, xc, precision=_HIGHEST))
-        mask = jnp.asarray(mask)
-        if mask.shape != rows:
-            raise ValueError(f"mask must have shape x.shape[:-1], got {mask.shape}.")
+        mask = _check_mask(mask, rows)
         w = mask.reshape(-1).astype(dtype)
         n = jnp.sum(w)
         mean = jnp.matmul(w, x, precision=_HIGHEST) / jnp.maximum(n, 1)
@@ -179,9 +215,12 @@ class WhiteningStats(NamedTuple):
         """Adds a batch ``x`` ``(..., D)`` (optionally masked); see :meth:`from_batch`.
 
         Raises:
-          ValueError: if ``x``'s last axis is not ``D``.
+          TypeError: if ``x`` is not floating or ``mask`` not boolean.
+          ValueError: if ``x``'s last axis is not ``D`` or ``mask``'s shape is not
+            ``x.shape[:-1]``.
         """
         x = jnp.asarray(x)
+        _check_embeddings("x", x)
         if x.ndim < 1 or x.shape[-1] != self.mean.shape[-1]:
             raise ValueError(
                 f"x must have shape (..., {self.mean.shape[-1]}) to match the statistics, "
@@ -202,11 +241,18 @@ class WhiteningStats(NamedTuple):
         rounding. Result in ``self``'s dtype.
 
         Raises:
+          TypeError: if ``other`` is not a :class:`WhiteningStats`.
           ValueError: if the feature sizes differ.
         """
+        if not isinstance(other, WhiteningStats):
+            raise TypeError(
+                f"other must be a WhiteningStats (count, mean, m2), got {checks._short(other)} "
+                f"of type {type(other).__name__}."
+            )
         if other.mean.shape != self.mean.shape:
             raise ValueError(
-                f"other has {other.mean.shape} features, these statistics {self.mean.shape}."
+                f"other must have the feature size of these statistics: other has mean of shape "
+                f"{other.mean.shape}, expected {self.mean.shape}."
             )
         dtype = self.mean.dtype
         nb, mb, m2b = (jnp.asarray(leaf).astype(dtype) for leaf in other)
@@ -237,7 +283,15 @@ class WhiteningStats(NamedTuple):
 
         Returns:
           The merged statistics, identical on every device.
+
+        Raises:
+          TypeError: if ``axis_name`` is not a string or a tuple of strings.
         """
+        names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+        if not names or not all(isinstance(a, str) for a in names):
+            raise TypeError(
+                f"axis_name must be a mesh axis name or a tuple of them, got {axis_name!r}."
+            )
         n = jax.lax.psum(self.count, axis_name)
         mean = jax.lax.psum(self.count * self.mean, axis_name) / jnp.maximum(n, 1)
         delta = self.mean - mean
@@ -315,18 +369,24 @@ def whitening_fit(
     Equivalent to ``WhiteningStats.from_batch(x).to_whitening(dim)``; use
     :class:`WhiteningStats` when the embeddings do not fit in memory at once.
 
+    The statistics are matrix products at ``jax.lax.Precision.HIGHEST`` (full float32 on
+    TPU and TF32 GPUs too).
+
     Args:
-      x: ``(N, D)`` embeddings, one per row, ``N >= 2``.
-      dim: number of components to keep (static), ``1 <= dim <= D``; default ``D``.
-      rtol: eigenvalue floor relative to the largest (static, in ``[0, 1)``); see above.
+      x: ``(N, D)`` floating embeddings, one per row, ``N >= 2``, ``D >= 1``.
+      dim: number of components to keep (static), an int with ``1 <= dim <= D``; default
+        ``D``.
+      rtol: eigenvalue floor relative to the largest (a static number in ``[0, 1)``); see
+        above.
 
     Returns:
       ``Whitening(mean (D,), kernel (D, dim))`` in the compute dtype.
 
     Raises:
-      ValueError: if ``x`` is not 2-D, ``N < 2``, ``dim`` is outside ``[1, D]`` or ``rtol``
-        outside ``[0, 1)``.
-      TypeError: if ``dim`` is not an int.
+      ValueError: if ``x`` is not 2-D, ``N < 2``, ``D < 1``, ``dim`` is outside ``[1, D]``
+        or ``rtol`` outside ``[0, 1)`` (or NaN).
+      TypeError: if ``x`` is not floating (integer, boolean, complex), ``dim`` is not an int
+        or ``rtol`` not a number.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -351,41 +411,55 @@ def whitening_fit(
       https://kexue.fm/archives/8069
     """
     x = jnp.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (N, D), got shape {x.shape}.")
+    _check_embeddings("x", x)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"x must be 2-D (N, D) with D >= 1, got shape {x.shape}.")
     if x.shape[0] < 2:
         raise ValueError(f"x needs N >= 2 rows to estimate a covariance, got N = {x.shape[0]}.")
     _check_dim(dim, x.shape[1])  # fail before any computation
+    _check_rtol(rtol, x.shape[1], jnp.float32)
     return WhiteningStats.from_batch(x).to_whitening(dim, rtol=rtol)
 
 
-def whitening_apply(x: jax.typing.ArrayLike, w: Whitening, *, normalize: bool = True) -> jax.Array:
+def whitening_apply(
+    x: jax.typing.ArrayLike,
+    w: Whitening,
+    *,
+    normalize: bool = True,
+    precision: Any = jax.lax.Precision.HIGHEST,
+) -> jax.Array:
     r"""Applies a fitted whitening: :math:`y = (x - \mu) W`, then optionally :math:`y / \|y\|`.
 
     .. math::
 
         y = (x - \mu)\,W,\qquad \hat y = \frac{y}{\|y\|}
 
-    The norm is safe: a vector with :math:`\|y\|^2 \le` ``tiny`` (the dtype's smallest normal
-    number), the zero vector included, is returned unscaled, with a finite gradient. Computed in the
-    promotion of ``x``'s dtype and the kernel's (at least float32), returned in ``x``'s dtype
-    (floating inputs; integer inputs return the kernel's dtype). With ``normalize=True`` the
-    dot product of two outputs is their cosine similarity in the whitened space. The product
-    uses the default matmul precision (on TPU, or GPUs computing float32 products in TF32,
-    about three significant digits: enough to rank similarities); wrap the call in
-    ``jax.default_matmul_precision("highest")`` for full float32. The fit itself always
-    uses the highest precision.
+    The norm is the library's safe norm (scaled before squaring): every nonzero vector, however
+    small or large, comes out with unit norm, and the zero vector stays 0 with a finite
+    gradient. Computed in the promotion of ``x``'s dtype and the kernel's (at least float32),
+    returned in ``x``'s dtype (floating inputs; integer inputs return the kernel's dtype).
+    With ``normalize=True`` the dot product of two outputs is their cosine similarity in the
+    whitened space. The projection runs at ``precision``, full float32 by default (TPUs and
+    TF32 GPUs included); ``precision="default"`` trades about three significant digits for
+    speed there, usually enough to rank similarities.
 
     Args:
-      x: ``(..., D)`` embeddings.
-      w: a :class:`Whitening` (``mean (D,)``, ``kernel (D, dim)``).
+      x: ``(..., D)`` embeddings, floating or integer.
+      w: a :class:`Whitening` (``mean (D,)``, ``kernel (D, dim)``, floating), or a plain
+        ``(mean, kernel)`` tuple.
       normalize: L2-normalise the output along the last axis (the post's recipe).
+      precision: the ``precision`` of the projection's matrix product: a
+        ``jax.lax.Precision``, its name (``"highest"``, ``"high"``, ``"default"``), a pair, or
+        None (the ambient default).
 
     Returns:
       ``(..., dim)``.
 
     Raises:
-      ValueError: if ``x``'s last axis does not match ``w``, or ``w`` has the wrong shapes.
+      TypeError: if ``w`` is not a :class:`Whitening` (or a pair of arrays), ``x`` is boolean
+        or complex, or ``w``'s arrays are not floating.
+      ValueError: if ``x``'s last axis does not match ``w``, ``w`` has the wrong shapes, or
+        ``precision`` is not a precision.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -404,8 +478,17 @@ def whitening_apply(x: jax.typing.ArrayLike, w: Whitening, *, normalize: bool = 
       Su Jianlin, "你可能不需要BERT-flow：一个线性变换媲美BERT-flow",
       https://kexue.fm/archives/8069
     """
+    if not isinstance(w, tuple) or len(w) != 2:
+        raise TypeError(
+            f"w must be a Whitening(mean, kernel) (from whitening_fit), got {checks._short(w)}"
+            f" of type {type(w).__name__}."
+        )
+    _check_precision(precision)
     x = jnp.asarray(x)
+    _check_embeddings("x", x, integers=True)
     mean, kernel = jnp.asarray(w[0]), jnp.asarray(w[1])
+    checks.array_dtype_kind("w.mean", mean, ("floating",))
+    checks.array_dtype_kind("w.kernel", kernel, ("floating",))
     if mean.ndim != 1 or kernel.ndim != 2 or kernel.shape[0] != mean.shape[0]:
         raise ValueError(
             f"w must hold mean (D,) and kernel (D, dim), got {mean.shape} and {kernel.shape}."
@@ -416,11 +499,7 @@ def whitening_apply(x: jax.typing.ArrayLike, w: Whitening, *, normalize: bool = 
     dtype = jnp.promote_types(_float_dtype(x.dtype), kernel.dtype)
     expand = (1,) * (x.ndim - 1)
     centred = x.astype(dtype) - mean.astype(dtype).reshape(expand + mean.shape)
-    y = jnp.matmul(centred, kernel.astype(dtype))
+    y = jnp.matmul(centred, kernel.astype(dtype), precision=precision)
     if normalize:
-        # Double where: (numerically) zero vectors pass through unscaled, and neither the
-        # value nor the gradient meets rsqrt(0).
-        sum_sq = jnp.sum(jnp.square(y), axis=-1, keepdims=True)
-        ok = sum_sq > jnp.finfo(dtype).tiny
-        y = y * jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, sum_sq, 1)), 1)
+        y = l2_normalize(y, axis=-1)
     return y.astype(out_dtype)

@@ -6,20 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._topk_ce import _integer_labels, _loss_dtype
+from jaxtricks._src import checks
+
+from . import _common
 
 
-def _check_scalar(name: str, value: object, *, positive: bool) -> None:
-    """Checks a concrete scalar hyperparameter; traced values pass unchecked."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    host = np.asarray(value)
-    if host.ndim != 0 or not np.issubdtype(host.dtype, np.number):
-        raise ValueError(f"{name} must be a real scalar, got {value!r}.")
-    ok = host > 0 if positive else host >= 0
-    if not (ok and np.isfinite(host)):
-        expected = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {expected}, got {value!r}.")
+def _scalar(name: str, value: object, *, where: str, **bounds) -> None:
+    """A finite scalar hyperparameter inside ``bounds`` when concrete; traced ones pass."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{where}: {name} must be a scalar, got shape {np.shape(value)}.")
+    checks.number(name, value, where=where, **bounds)
 
 
 def am_softmax_cross_entropy(
@@ -52,21 +48,31 @@ def am_softmax_cross_entropy(
     float64 inputs) with a log-sum-exp and cast back to ``cos_logits``' dtype (float32 for
     integer inputs). No reduction: average the result yourself.
 
+    A ``-inf`` cosine masks its class (a ``-inf`` target gives ``+inf``); rows whose
+    largest scaled logit is infinite give the softmax limit (see
+    :func:`jaxtricks.losses.topk_softmax_cross_entropy`; zero gradient there), never NaN. An
+    empty batch gives an empty result.
+
     Args:
-      cos_logits: ``(..., K)`` cosines, classes on the last axis (``(B, K)`` typically).
+      cos_logits: ``(..., K)`` cosines, classes on the last axis (``(B, K)`` typically);
+        integer or floating dtype.
       labels: ``(...)`` integer class indices in ``[0, K)`` (``(B,)`` typically).
-      scale: :math:`s > 0`; may be traced (e.g. under ``optax.inject_hyperparams``).
-      margin: :math:`m \ge 0`; may be traced.
+      scale: :math:`s > 0`, a finite scalar; may be traced (e.g. under
+        ``optax.inject_hyperparams``), and a traced value is not checked (:math:`s \le 0`
+        then gives a meaningless loss, NaN or inf for a non-finite one).
+      margin: :math:`m \ge 0`, a finite scalar; may be traced (unchecked then, likewise).
 
     Returns:
       ``(...)`` per-example losses in ``cos_logits``' dtype. Under ``jit`` (or any trace)
       labels cannot be checked, and an out-of-range label gives NaN for its example.
 
     Raises:
-      TypeError: if ``labels`` is not of integer dtype.
-      ValueError: if ``labels``' shape is not ``cos_logits.shape[:-1]``, concrete labels fall
-        outside ``[0, K)``, or a concrete ``scale`` is not a finite positive scalar or a
-        concrete ``margin`` not a finite non-negative scalar.
+      TypeError: if ``labels`` is not of integer dtype, ``cos_logits`` is bool or complex,
+        or ``scale`` or ``margin`` is not a real number.
+      ValueError: if ``cos_logits`` is a scalar, ``labels``' shape is not
+        ``cos_logits.shape[:-1]``, concrete labels fall outside ``[0, K)``, ``scale`` or
+        ``margin`` is not a scalar, or a concrete (Python, NumPy or JAX) ``scale`` is not
+        finite and positive or a concrete ``margin`` not finite and non-negative.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -83,14 +89,14 @@ def am_softmax_cross_entropy(
       Verification", 2018, arXiv:1801.05599.
       Su Jianlin, "基于GRU和AM-Softmax的句子相似度模型", 2018, https://kexue.fm/archives/5743
     """
-    cos_logits = jnp.asarray(cos_logits)
-    safe, valid = _integer_labels(cos_logits, labels)
-    _check_scalar("scale", scale, positive=True)
-    _check_scalar("margin", margin, positive=False)
-    compute = jnp.promote_types(_loss_dtype(cos_logits), jnp.float32)
+    where = "am_softmax_cross_entropy"
+    cos_logits = _common.logits("cos_logits", cos_logits, where=where)
+    safe, valid = _common.integer_labels(cos_logits, labels, where=where, logits_name="cos_logits")
+    _scalar("scale", scale, where=where, low=0.0, low_open=True)
+    _scalar("margin", margin, where=where, low=0.0)
+    compute = jnp.promote_types(_common.loss_dtype(cos_logits), jnp.float32)
     cos = cos_logits.astype(compute)
     target_mask = jax.nn.one_hot(safe, cos.shape[-1], dtype=compute)
     z = jnp.asarray(scale, compute) * (cos - jnp.asarray(margin, compute) * target_mask)
-    target = jnp.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
-    loss = jax.nn.logsumexp(z, axis=-1) - target
-    return jnp.where(valid, loss, jnp.nan).astype(_loss_dtype(cos_logits))
+    loss = _common.cross_entropy(z, safe)
+    return jnp.where(valid, loss, jnp.nan).astype(_common.loss_dtype(cos_logits))

@@ -6,34 +6,18 @@ the negatives), by a softmax over temperature-scaled cosine similarities.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype, l2_normalize
+
+from . import _common
 
 # Norms below this are treated as this value: a zero row normalises to zero with a finite
 # gradient (PyTorch's ``F.normalize`` uses the same floor).
 _MIN_NORM = 1e-12
-
-
-def _compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """At least float32 (bf16 inputs are computed in float32), float64 when given float64."""
-    return jnp.promote_types(jnp.result_type(*arrays, float), jnp.float32)
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-    """``x / max(||x||, 1e-12)`` along the last axis, with a finite gradient at ``x = 0``.
-
-    ``rsqrt`` never sees 0 (the max picks the floor), so no branch produces NaN.
-    """
-    sum_sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, jnp.asarray(_MIN_NORM**2, x.dtype)))
-
-
-def _check_temperature(temperature: jax.typing.ArrayLike) -> None:
-    # Only concrete Python/NumPy numbers are checked; a traced temperature cannot be.
-    if isinstance(temperature, numbers.Real) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
 
 
 def info_nce(
@@ -67,20 +51,33 @@ def info_nce(
     data axis, the similarity matrix is the global ``B × M`` one: every example is contrasted
     with the whole batch, not only with its own shard.
 
+    Norms are computed scaled (no overflow for rows of any finite magnitude, no underflow for
+    tiny ones), and a zero row normalises to 0 (its logits are 0) with a finite gradient. A
+    temperature below the smallest normal number of the compute dtype (1.2e-38 in float32;
+    subnormals flush to zero on CPU and TPU) is taken as that number, so logits stay finite and
+    the loss is finite (huge as :math:`\tau \to 0` for a row whose positive is not its largest
+    similarity), never NaN. An empty batch (``B = 0``) gives 0.
+
     Args:
-      a: ``(B, D)`` anchors (e.g. the first dropout view of B sentences).
+      a: ``(B, D)`` anchors (e.g. the first dropout view of B sentences); integer or
+        floating dtype.
       b: ``(M, D)`` with ``M >= B``; row ``i < B`` is the positive of ``a[i]``.
-      temperature: :math:`\tau > 0`; SimCSE uses 0.05. May be a traced scalar.
-      symmetric: average in the ``b`` → ``a`` direction too (requires ``M == B``). Static.
+      temperature: :math:`\tau > 0`, a finite scalar; SimCSE uses 0.05. Python, NumPy and
+        concrete JAX values are checked; a traced one is not (a traced :math:`\tau \le 0` or
+        non-finite :math:`\tau` gives a meaningless loss, inf or NaN).
+      symmetric: average in the ``b`` → ``a`` direction too (requires ``M == B``). A static
+        Python bool.
 
     Returns:
       Scalar, the mean loss over the ``B`` rows, in the promoted dtype of ``a`` and ``b``
       (bf16 inputs are computed in float32 and cast back).
 
     Raises:
+      TypeError: if ``a`` or ``b`` is bool or complex, ``symmetric`` is not a bool, or
+        ``temperature`` is not a real number.
       ValueError: if ``a`` or ``b`` is not 2-D, the feature sizes differ, ``b`` has fewer
-        rows than ``a``, ``symmetric=True`` with ``M != B``, or a concrete ``temperature`` is
-        not positive.
+        rows than ``a``, ``symmetric=True`` with ``M != B``, ``temperature`` is not a
+        scalar, or a concrete ``temperature`` is not finite and positive.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -99,29 +96,37 @@ def info_nce(
       Embeddings", 2021, arXiv:2104.08821.
       Su Jianlin, "对比学习可以使用梯度累积吗？", https://kexue.fm/archives/8471
     """
-    _check_temperature(temperature)
-    a, b = jnp.asarray(a), jnp.asarray(b)
-    if a.ndim != 2 or b.ndim != 2:
+    where = "info_nce"
+    a = _common.real_array("a", a, where=where)
+    b = _common.real_array("b", b, where=where)
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"{where}: symmetric must be a bool, got {symmetric!r}.")
+    if np.ndim(temperature) != 0:
         raise ValueError(
-            f"a and b must be 2-D (B, D) and (M, D), got shapes {a.shape} and {b.shape}."
+            f"{where}: temperature must be a scalar, got shape {np.shape(temperature)}."
         )
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b must have the same feature size D, got {a.shape} and {b.shape}.")
+    checks.number("temperature", temperature, low=0.0, low_open=True, where=where)
+    checks.shape("a", a, (None, None), where=where)
+    checks.shape("b", b, (None, a.shape[1]), where=where)
     if b.shape[0] < a.shape[0]:
         raise ValueError(
-            f"b must have at least as many rows as a (M >= B), got {b.shape[0]} < {a.shape[0]}."
+            f"{where}: b must have at least as many rows as a (M >= B = {a.shape[0]}), got "
+            f"shape {b.shape} for a of shape {a.shape}."
         )
     if symmetric and b.shape[0] != a.shape[0]:
-        raise ValueError(
-            f"symmetric=True needs as many rows in b as in a, got {b.shape[0]} != {a.shape[0]}."
-        )
+        raise ValueError(f"{where}: symmetric=True needs b of a's shape {a.shape}, got {b.shape}.")
     out_dtype = jnp.result_type(a, b, float)
-    dt = _compute_dtype(a, b)
-    a_hat, b_hat = _l2_normalize(a.astype(dt)), _l2_normalize(b.astype(dt))
-    logits = (a_hat @ b_hat.T) / jnp.asarray(temperature, dt)
+    dt = compute_dtype(a, b)
+    a_hat = l2_normalize(a.astype(dt), min_norm=_MIN_NORM)
+    b_hat = l2_normalize(b.astype(dt), min_norm=_MIN_NORM)
+    # Subnormal temperatures would be flushed to 0 on CPU and TPU (then 0 / 0): the smallest
+    # normal number stands in for them, so that cosines / tau stay finite (|cos| <= 1).
+    tau = jnp.maximum(jnp.asarray(temperature, dt), jnp.finfo(dt).tiny)
+    logits = (a_hat @ b_hat.T) / tau
     batch = a.shape[0]
-    positives = jnp.diagonal(logits[:, :batch])
-    loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)
+    diagonal = jnp.arange(batch)
+    loss = _common.mean_or_zero(_common.cross_entropy(logits, diagonal))
     if symmetric:
-        loss = 0.5 * (loss + jnp.mean(jax.nn.logsumexp(logits, axis=0) - positives))
+        backward = _common.mean_or_zero(_common.cross_entropy(logits.T, diagonal))
+        loss = 0.5 * (loss + backward)
     return loss.astype(out_dtype)

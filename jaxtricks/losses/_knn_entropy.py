@@ -9,12 +9,14 @@ towards N(0, I).
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 
-from ._contrastive import _compute_dtype
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype
+
+from . import _common
 
 
 def knn_entropy(z: jax.typing.ArrayLike, *, k: int = 1) -> jax.Array:
@@ -39,23 +41,31 @@ def knn_entropy(z: jax.typing.ArrayLike, *, k: int = 1) -> jax.Array:
     regulariser, as EAE does. It is translation invariant and
     :math:`\hat H(c z) = \hat H(z) + d \log |c|`.
 
-    Duplicate rows give :math:`\varepsilon_i = 0`; the squared distance is floored at the
-    smallest normal number of the compute dtype (float32: 1.2e-38) before the log, so the
-    estimate stays finite (very negative) and its gradient finite. Cost: :math:`O(n^2 d)`
-    time and an :math:`n \times n` distance matrix (differences are taken directly, not by
-    the Gram expansion, whose cancellation would swamp nearest-neighbour distances in low
-    dimension).
+    The points are first divided by the power of two nearest their largest magnitude, so
+    squared distances cannot overflow, and the result obeys the scale law above exactly for
+    points of any finite magnitude (1e30 or 1e-30 in float32). Duplicate rows give
+    :math:`\varepsilon_i = 0`; the squared distance *after that scaling* is floored at the
+    smallest normal number of the compute dtype (float32: 1.2e-38), i.e. the distance at
+    about 1.1e-19 (float32) times the largest magnitude, so the estimate stays finite (very
+    negative) and its gradient finite (0 through a duplicate's distance). Distances below
+    that floor, relative to the data's magnitude, are clipped to it. (The floor used to be
+    absolute, so that tiny-scale data lost the scale law.) Cost: :math:`O(n^2 d)` time and an
+    :math:`n \times n` distance matrix (differences are taken directly, not by the Gram
+    expansion, whose cancellation would swamp nearest-neighbour distances in low dimension).
 
     Args:
-      z: ``(n, d)`` samples, one per row (e.g. a batch of codes). For several sets, ``vmap``.
-      k: which neighbour, static Python int with ``1 <= k < n``.
+      z: ``(n, d)`` samples, one per row (e.g. a batch of codes); integer or floating dtype.
+        For several sets, ``vmap``.
+      k: which neighbour, static Python int with ``1 <= k < n`` (so ``n >= 2``).
 
     Returns:
       Scalar estimate in nats, in ``z``'s floating dtype (bf16 is computed in float32 and cast
       back; integer input gives the default float dtype).
 
     Raises:
-      ValueError: if ``z`` is not 2-D, or ``k`` is not an int in ``[1, n)``.
+      TypeError: if ``k`` is not an int (bool included), or ``z`` is bool or complex.
+      ValueError: if ``z`` is not 2-D, ``k < 1``, or ``k >= n`` (fewer than ``k + 1``
+        points, an empty batch included: no estimate exists).
 
     Examples:
       >>> import jax
@@ -73,22 +83,30 @@ def knn_entropy(z: jax.typing.ArrayLike, *, k: int = 1) -> jax.Array:
       turns deterministic autoencoders into generative models", 2020, arXiv:2002.10631.
       Su Jianlin, "EAE：自编码器 + BN + 最大熵 = 生成模型", https://kexue.fm/archives/7343
     """
-    z = jnp.asarray(z)
-    if z.ndim != 2:
-        raise ValueError(f"z must be 2-D (n, d), got shape {z.shape}.")
+    where = "knn_entropy"
+    z = _common.real_array("z", z, where=where)
+    checks.shape("z", z, (None, None), where=where)
     n, d = z.shape
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"k must be a Python int in [1, n) = [1, {n}), got {k!r}.")
-    if not 1 <= k < n:
-        raise ValueError(f"k must satisfy 1 <= k < n = {n}, got k = {k}.")
+    k = checks.positive_int("k", k, where=where)
+    if k >= n:
+        raise ValueError(
+            f"{where}: k must satisfy 1 <= k < n = {n} (z of shape {z.shape} has {n} points; "
+            f"the k-th neighbour needs k + 1), got k = {k}."
+        )
     out_dtype = jnp.result_type(z, float)
-    dt = _compute_dtype(z)
+    dt = compute_dtype(z)
     x = z.astype(dt)
+    # An exact power-of-two rescaling (a constant: no gradient) so that squares neither
+    # overflow nor, for tiny data, underflow; log of the scale is added back below.
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(x), initial=0.0))
+    _, exponent = jnp.frexp(jnp.where((top > 0) & jnp.isfinite(top), top, 1.0))
+    x = jnp.ldexp(x, -exponent)
     sq_dist = jnp.sum(jnp.square(x[:, None, :] - x[None, :, :]), axis=-1)
     sq_dist = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, sq_dist)
     # The k-th smallest of each row is the k-th largest of the negated row.
     kth_sq = -jax.lax.top_k(-sq_dist, k)[0][:, k - 1]
     log_eps = 0.5 * jnp.log(jnp.maximum(kth_sq, jnp.finfo(dt).tiny))
+    log_eps = log_eps + exponent.astype(dt) * math.log(2.0)
     log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     digamma = jax.scipy.special.digamma
     bias = digamma(jnp.asarray(n, dt)) - digamma(jnp.asarray(k, dt))

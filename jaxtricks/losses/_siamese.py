@@ -8,28 +8,39 @@ collapsing to a constant.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from ._contrastive import _compute_dtype, _l2_normalize
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype, l2_normalize
+
+from . import _common
+from ._contrastive import _MIN_NORM
 
 
-def _check_same_shape(**arrays: jax.Array) -> None:
-    shapes = {name: x.shape for name, x in arrays.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must have the same shape, got {shapes}.")
-    if any(x.ndim < 1 for x in arrays.values()):
-        raise ValueError(f"inputs must have a feature axis (..., D), got shapes {shapes}.")
+def _same_shape(where: str, **arrays: jax.typing.ArrayLike) -> list[jax.Array]:
+    """The arrays, real with a feature axis and all of the first one's shape."""
+    out = [_common.real_array(name, x, where=where) for name, x in arrays.items()]
+    (first, ref), *rest = zip(arrays, out)
+    checks.min_ndim(first, ref, 1, "(a feature axis, shape (..., D))", where=where)
+    for name, x in rest:
+        if x.shape != ref.shape:
+            raise ValueError(
+                f"{where}: {name} must have {first}'s shape {ref.shape}, got {x.shape}."
+            )
+    return out
+
+
+def _unit(x: jax.Array, dt: jnp.dtype) -> jax.Array:
+    return l2_normalize(x.astype(dt), min_norm=_MIN_NORM)
 
 
 def _cosine_to_target(p: jax.Array, z: jax.Array) -> jax.Array:
     """Row-wise cos(p, sg(z)) in float32 or wider, shape ``p.shape[:-1]``."""
-    dt = _compute_dtype(p, z)
-    target = jax.lax.stop_gradient(_l2_normalize(z.astype(dt)))
-    return jnp.sum(_l2_normalize(p.astype(dt)) * target, axis=-1)
+    dt = compute_dtype(p, z)
+    return jnp.sum(_unit(p, dt) * jax.lax.stop_gradient(_unit(z, dt)), axis=-1)
 
 
 def simsiam_loss(
@@ -55,8 +66,13 @@ def simsiam_loss(
     agreement. Without the stop-gradient the model collapses to a constant (SimSiam, Fig. 2);
     post 7980 traces this to the gradient dynamics of the asymmetric loss.
 
+    Norms are computed scaled (rows of any finite magnitude normalise exactly), and a zero row
+    normalises to 0, so it contributes :math:`\mathcal{D} = 0` with a finite gradient
+    (:math:`10^{12}` times the target direction at exactly 0, the floor's inverse). An empty
+    batch gives 0.
+
     Args:
-      p1: ``(..., D)`` predictions for view 1, typically ``(B, D)``.
+      p1: ``(..., D)`` predictions for view 1, typically ``(B, D)``; integer or floating.
       p2: ``(..., D)`` predictions for view 2.
       z1: ``(..., D)`` projections of view 1 (the targets of ``p2``).
       z2: ``(..., D)`` projections of view 2 (the targets of ``p1``).
@@ -66,6 +82,7 @@ def simsiam_loss(
       computed in float32 and cast back).
 
     Raises:
+      TypeError: if an input is bool or complex.
       ValueError: if the four arrays differ in shape or are scalars.
 
     Examples:
@@ -86,11 +103,11 @@ def simsiam_loss(
       Su Jianlin, "从动力学角度看优化算法：为什么SimSiam不退化？",
       https://kexue.fm/archives/7980
     """
-    p1, p2, z1, z2 = (jnp.asarray(x) for x in (p1, p2, z1, z2))
-    _check_same_shape(p1=p1, p2=p2, z1=z1, z2=z2)
+    p1, p2, z1, z2 = _same_shape("simsiam_loss", p1=p1, p2=p2, z1=z1, z2=z2)
     out_dtype = jnp.result_type(p1, p2, z1, z2, float)
-    loss = -0.5 * (jnp.mean(_cosine_to_target(p1, z2)) + jnp.mean(_cosine_to_target(p2, z1)))
-    return loss.astype(out_dtype)
+    cos_12 = _common.mean_or_zero(_cosine_to_target(p1, z2))
+    cos_21 = _common.mean_or_zero(_cosine_to_target(p2, z1))
+    return (-0.5 * (cos_12 + cos_21)).astype(out_dtype)
 
 
 def byol_loss(p: jax.typing.ArrayLike, z: jax.typing.ArrayLike) -> jax.Array:
@@ -102,21 +119,27 @@ def byol_loss(p: jax.typing.ArrayLike, z: jax.typing.ArrayLike) -> jax.Array:
             \frac{\operatorname{sg}(z)}{\max(\|\operatorname{sg}(z)\|, 10^{-12})} \Big\|^2
             = 2 - 2 \cos(p, \operatorname{sg}(z))
 
-    averaged over the batch (the right-hand form holds for non-zero rows). ``p`` is the
+    averaged over the batch (the right-hand form holds for rows of norm at least
+    :math:`10^{-12}`; the left-hand one is computed, so a zero ``p`` row against a non-zero
+    target gives 1, and two zero rows give 0, with finite gradients). ``p`` is the
     online network's prediction, ``z`` the target (EMA) network's projection of the other
     view; no gradient reaches ``z``. BYOL symmetrises by adding the loss with the views
     swapped: ``byol_loss(p1, z2_target) + byol_loss(p2, z1_target)``. The target network
     follows the online one by ``target ← τ target + (1 − τ) online`` with ``τ`` from
     :func:`byol_tau_schedule` (e.g. ``optax.incremental_update(online, target, 1 - tau)``).
 
+    Norms are computed scaled, so rows of any finite magnitude normalise exactly. An empty
+    batch gives 0.
+
     Args:
-      p: ``(..., D)`` predictions, typically ``(B, D)``.
+      p: ``(..., D)`` predictions, typically ``(B, D)``; integer or floating dtype.
       z: ``(..., D)`` targets, same shape.
 
     Returns:
       Scalar in [0, 4], averaged over the leading axes, in the promoted input dtype.
 
     Raises:
+      TypeError: if ``p`` or ``z`` is bool or complex.
       ValueError: if ``p`` and ``z`` differ in shape or are scalars.
 
     Examples:
@@ -133,10 +156,12 @@ def byol_loss(p: jax.typing.ArrayLike, z: jax.typing.ArrayLike) -> jax.Array:
       Su Jianlin, "从动力学角度看优化算法：为什么SimSiam不退化？",
       https://kexue.fm/archives/7980
     """
-    p, z = jnp.asarray(p), jnp.asarray(z)
-    _check_same_shape(p=p, z=z)
+    p, z = _same_shape("byol_loss", p=p, z=z)
     out_dtype = jnp.result_type(p, z, float)
-    return (2.0 - 2.0 * jnp.mean(_cosine_to_target(p, z))).astype(out_dtype)
+    dt = compute_dtype(p, z)
+    # The difference form, not 2 - 2 cos: exact at zero rows and free of cancellation there.
+    diff = _unit(p, dt) - jax.lax.stop_gradient(_unit(z, dt))
+    return _common.mean_or_zero(jnp.sum(jnp.square(diff), axis=-1)).astype(out_dtype)
 
 
 def byol_tau_schedule(base_tau: float, total_steps: int) -> optax.Schedule:
@@ -151,14 +176,20 @@ def byol_tau_schedule(base_tau: float, total_steps: int) -> optax.Schedule:
     total_steps)``. SimSiam is the case :math:`\tau = 0` (the target is the online network).
 
     Args:
-      base_tau: :math:`\tau_0 \in [0, 1]`; BYOL uses 0.996.
-      total_steps: :math:`K > 0`, the number of training steps.
+      base_tau: :math:`\tau_0 \in [0, 1]`; BYOL uses 0.996. A Python, NumPy or concrete JAX
+        scalar (checked); a traced one is not checked (outside [0, 1] the schedule leaves
+        [0, 1] too).
+      total_steps: :math:`K \ge 1`, the number of training steps, a Python int.
 
     Returns:
-      An ``optax.Schedule``: ``step -> tau`` (a float32 scalar, float64 under x64).
+      An ``optax.Schedule``: ``step -> tau`` (a float32 scalar, float64 under x64). Steps
+      below 0 count as 0.
 
     Raises:
-      ValueError: if ``base_tau`` is outside [0, 1] or ``total_steps`` is not a positive int.
+      TypeError: if ``total_steps`` is not an int (bool included) or ``base_tau`` is not a
+        real number.
+      ValueError: if ``base_tau`` is NaN, outside [0, 1] or not a scalar, or
+        ``total_steps < 1``.
 
     Examples:
       >>> from jaxtricks.losses import byol_tau_schedule
@@ -172,12 +203,11 @@ def byol_tau_schedule(base_tau: float, total_steps: int) -> optax.Schedule:
       Su Jianlin, "从动力学角度看优化算法：为什么SimSiam不退化？",
       https://kexue.fm/archives/7980
     """
-    if not isinstance(base_tau, numbers.Real) or not 0 <= base_tau <= 1:
-        raise ValueError(f"base_tau must be a number in [0, 1], got {base_tau!r}.")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral):
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}.")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}.")
+    where = "byol_tau_schedule"
+    if np.ndim(base_tau) != 0:
+        raise ValueError(f"{where}: base_tau must be a scalar, got shape {np.shape(base_tau)}.")
+    checks.number("base_tau", base_tau, low=0.0, high=1.0, where=where)
+    total_steps = checks.positive_int("total_steps", total_steps, where=where)
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
         dt = jnp.result_type(float)

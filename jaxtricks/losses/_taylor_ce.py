@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jaxtricks.activations import log_taylor_softmax
 
-from ._topk_ce import _integer_labels, _loss_dtype
+from . import _common
 
 
 def taylor_softmax_cross_entropy(
@@ -30,8 +30,16 @@ def taylor_softmax_cross_entropy(
     a gradient longer than with softmax. Computed in float32 (float64 for float64 logits) and
     cast back to ``logits``' dtype (float32 for integer logits).
 
+    **Infinite logits.** :math:`f_n(\pm\infty) = +\infty` for even :math:`n`, so a logit of
+    either sign that is infinite takes the mass and ``-inf`` does *not* mask a class: in a
+    row holding :math:`m \ge 1` infinite logits the loss is :math:`\log m` when the target is
+    one of them and ``+inf`` when it is finite (zero gradient in both cases); a row of all
+    infinite logits gives :math:`\log K`. Never NaN for non-NaN logits. An empty batch gives
+    an empty result.
+
     Args:
-      logits: ``(..., K)`` unnormalised scores, classes on the last axis.
+      logits: ``(..., K)`` unnormalised scores, classes on the last axis; integer or
+        floating dtype.
       labels: ``(...)`` integer class indices in ``[0, K)``.
       order: the degree :math:`n`, a static even Python int >= 2.
 
@@ -40,9 +48,10 @@ def taylor_softmax_cross_entropy(
       cannot be checked, and an out-of-range label gives NaN for its example (zero gradient).
 
     Raises:
-      TypeError: if ``order`` is not an int or ``labels`` is not of integer dtype.
-      ValueError: if ``order`` is odd or below 2, ``labels``' shape is not
-        ``logits.shape[:-1]``, or concrete ``labels`` fall outside ``[0, K)``.
+      TypeError: if ``order`` is not an int, ``labels`` is not of integer dtype, or
+        ``logits`` is bool or complex.
+      ValueError: if ``order`` is odd or below 2, ``logits`` is a scalar, ``labels``' shape
+        is not ``logits.shape[:-1]``, or concrete ``labels`` fall outside ``[0, K)``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -60,9 +69,11 @@ def taylor_softmax_cross_entropy(
       arXiv:2011.11538.
       Su Jianlin, "exp(x)的偶次泰勒展开式总是正的", https://kexue.fm/archives/7919
     """
-    logits = jnp.asarray(logits)
-    safe, valid = _integer_labels(logits, labels)
+    where = "taylor_softmax_cross_entropy"
+    logits = _common.logits("logits", logits, where=where)
+    safe, valid = _common.integer_labels(logits, labels, where=where)
     compute = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    # log_taylor_softmax checks order (its messages name it).
     log_p = log_taylor_softmax(compute, order=order, axis=-1)
     loss = -jnp.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
-    return jnp.where(valid, loss, jnp.nan).astype(_loss_dtype(logits))
+    return jnp.where(valid, loss, jnp.nan).astype(_common.loss_dtype(logits))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxtricks._src import checks
+
+from . import _common
+
+_WHERE = "teaforn_loss"
 
 
 def _nested_passes(
@@ -23,11 +29,12 @@ def _nested_passes(
     current = inputs
     for _ in range(num_passes):
         h = decode_fn(current)
-        if h.shape != inputs.shape:
+        if np.shape(h) != inputs.shape:
             raise ValueError(
-                f"decode_fn must map (B, T, D) = {inputs.shape} inputs to hidden states of the "
-                f"same shape, got {h.shape}."
+                f"{_WHERE}: decode_fn must map (B, T, D) = {inputs.shape} inputs to hidden "
+                f"states of the same shape, got {np.shape(h)}."
             )
+        h = jnp.asarray(h)
         hidden.append(h)
         current = jnp.concatenate([start, h[:, :-1].astype(inputs.dtype)], axis=1)
     return jnp.stack(hidden)
@@ -78,25 +85,33 @@ def teaforn_loss(
         states ``(B, T, D)`` (position ``t`` may only read inputs ``<= t``; a closure over the
         encoder output for a seq2seq model).
       embedding: ``(V, D)`` token embedding :math:`E`, also the output projection (logits
-        ``h @ embedding.T``).
-      targets: ``(B, T)`` integer gold tokens :math:`w_1, \dots, w_T`, without the start
-        token.
-      start_embedding: ``(D,)`` embedding :math:`e_0` of the start token.
+        ``h @ embedding.T``); floating dtype.
+      targets: ``(B, T)`` integer gold tokens :math:`w_1, \dots, w_T` in ``[0, V)``, without
+        the start token.
+      start_embedding: ``(D,)`` embedding :math:`e_0` of the start token; floating dtype.
       num_passes: static Python int :math:`N \ge 1`.
-      weights: ``(num_passes,)`` weights :math:`\lambda_1, \dots, \lambda_N` (may be
-        traced); default all ones (the post's plain sum).
-      mask: optional ``(B, T)`` 0/1 (or boolean) weights :math:`m_t` of the target positions
-        (padding 0). Default all ones. A fully masked batch gives 0.
-      output_bias: optional ``(V,)`` bias :math:`b` of the output softmax.
+      weights: ``(num_passes,)`` weights :math:`\lambda_1, \dots, \lambda_N \ge 0`, finite
+        (may be traced, and are then not checked); default all ones (the post's plain sum).
+      mask: optional ``(B, T)`` 0/1 (or boolean) weights :math:`m_t \ge 0` of the target
+        positions (padding 0; concrete values are checked, traced ones are not). Default all
+        ones. A fully masked batch, an empty batch and ``T = 0`` give 0.
+      output_bias: optional ``(V,)`` bias :math:`b` of the output softmax; ``-inf`` entries
+        forbid tokens (a forbidden target gives ``+inf`` where it is not masked, nothing
+        where it is).
 
     Returns:
-      Scalar loss, in the hidden states' dtype.
+      Scalar loss, in the hidden states' dtype. Under ``jit`` (or any trace) targets cannot
+      be checked: an out-of-range target gives NaN.
 
     Raises:
-      TypeError: if ``num_passes`` is not an int or ``targets`` is not of integer dtype.
-      ValueError: if ``num_passes < 1``, ``len(weights) != num_passes``, or shapes disagree
-        (``targets`` not 2-D, ``embedding`` not ``(V, D)``, ``start_embedding`` not ``(D,)``,
-        ``mask`` not ``targets``' shape, ``decode_fn`` changing the shape).
+      TypeError: if ``decode_fn`` is not callable, ``num_passes`` is not an int (bool
+        included), ``targets`` is not of integer dtype, ``embedding``, ``start_embedding``
+        or ``output_bias`` is not floating, or ``mask`` or ``weights`` is complex.
+      ValueError: if ``num_passes < 1``, ``len(weights) != num_passes``, concrete weights or
+        mask values are negative or not finite, concrete targets fall outside ``[0, V)``, or
+        shapes disagree (``targets`` not 2-D, ``embedding`` not ``(V, D)``,
+        ``start_embedding`` not ``(D,)``, ``mask`` not ``targets``' shape, ``output_bias``
+        not ``(V,)``, ``decode_fn`` changing the shape); each message names the shapes.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -119,54 +134,57 @@ def teaforn_loss(
       EMNLP 2020, arXiv:2010.03494.
       Su Jianlin, "TeaForN：让Teacher Forcing更有“远见”一些", https://kexue.fm/archives/7818
     """
-    if isinstance(num_passes, bool) or not isinstance(num_passes, numbers.Integral):
-        raise TypeError(
-            f"num_passes must be a static Python int, got {num_passes!r} of type "
-            f"{type(num_passes).__name__}."
-        )
-    if num_passes < 1:
-        raise ValueError(f"num_passes must be >= 1, got {num_passes}.")
-    weights = jnp.ones(num_passes) if weights is None else jnp.asarray(weights)
-    if weights.shape != (num_passes,):
-        raise ValueError(
-            f"weights must hold num_passes = {num_passes} values (shape ({num_passes},)), "
-            f"got shape {weights.shape}."
-        )
-    embedding = jnp.asarray(embedding)
-    start_embedding = jnp.asarray(start_embedding)
-    targets = jnp.asarray(targets)
-    if not jnp.issubdtype(targets.dtype, jnp.integer):
-        raise TypeError(f"targets must have an integer dtype, got {targets.dtype}.")
-    if targets.ndim != 2:
-        raise ValueError(f"targets must have shape (B, T), got {targets.shape}.")
-    if embedding.ndim != 2:
-        raise ValueError(f"embedding must have shape (V, D), got {embedding.shape}.")
-    dim = embedding.shape[1]
-    if start_embedding.shape != (dim,):
-        raise ValueError(
-            f"start_embedding must have shape (D,) = ({dim},), got {start_embedding.shape}."
-        )
+    checks.callable_arg("decode_fn", decode_fn, where=_WHERE)
+    num_passes = checks.positive_int("num_passes", num_passes, where=_WHERE)
+    if weights is None:
+        weights = jnp.ones(num_passes)
+    weights = _common.real_array("weights", weights, where=_WHERE)
+    checks.shape("weights", weights, (num_passes,), where=_WHERE)
+    checks.number("weights", weights, low=0.0, where=_WHERE)
+    floating = ("floating",)
+    embedding = _common.real_array("embedding", embedding, where=_WHERE, kinds=floating)
+    start_embedding = _common.real_array(
+        "start_embedding", start_embedding, where=_WHERE, kinds=floating
+    )
+    checks.shape("embedding", embedding, (None, None), where=_WHERE)
+    vocab, dim = embedding.shape
+    checks.shape("start_embedding", start_embedding, (dim,), where=_WHERE)
+    checks.array_dtype_kind("targets", targets, ("integer",), where=_WHERE)
+    checks.shape("targets", targets, (None, None), where=_WHERE)
     if mask is None:
-        mask = jnp.ones(targets.shape, jnp.float32)
-    mask = jnp.asarray(mask)
-    if mask.shape != targets.shape:
-        raise ValueError(f"mask must have targets' shape {targets.shape}, got {mask.shape}.")
+        mask = jnp.ones(np.shape(targets), jnp.float32)
+    mask = _common.real_array("mask", mask, where=_WHERE, kinds=("bool", "integer", "floating"))
+    checks.shape("mask", mask, np.shape(targets), where=_WHERE)
+    if mask.dtype != jnp.bool_:
+        checks.number("mask", mask, low=0.0, where=_WHERE)
+    if output_bias is not None:
+        output_bias = _common.real_array("output_bias", output_bias, where=_WHERE, kinds=floating)
+        checks.shape("output_bias", output_bias, (vocab,), where=_WHERE)
+    # labels against the (B, T, V) logits: integer dtype, shape and concrete range checked.
+    batch, length = np.shape(targets)
+    safe, valid = _common.integer_labels(
+        jax.ShapeDtypeStruct((batch, length, vocab), embedding.dtype),
+        targets,
+        where=_WHERE,
+        name="targets",
+        logits_name="embedding",
+    )
 
-    batch = targets.shape[0]
-    gold = jnp.take(embedding, targets[:, :-1], axis=0)
+    gold = jnp.take(embedding, safe[:, :-1], axis=0)
     start = jnp.broadcast_to(start_embedding.astype(embedding.dtype), (batch, 1, dim))
-    hidden = _nested_passes(decode_fn, jnp.concatenate([start, gold], axis=1), num_passes)
+    # [:length]: with T = 0 the inputs are empty too (no positions, loss 0).
+    inputs = jnp.concatenate([start, gold], axis=1)[:, :length]
+    hidden = _nested_passes(decode_fn, inputs, num_passes)
 
     compute = jnp.promote_types(hidden.dtype, jnp.float32)
     logits = hidden.astype(compute) @ embedding.astype(compute).T
     if output_bias is not None:
-        logits = logits + jnp.asarray(output_bias, compute)[None, None, None]
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll_shape = log_probs.shape[:-1]
-    nll = -jnp.take_along_axis(log_probs, jnp.broadcast_to(targets, nll_shape)[..., None], axis=-1)[
-        ..., 0
-    ]
+        logits = logits + output_bias.astype(compute)[None, None, None]
+    nll = _common.cross_entropy(logits, jnp.broadcast_to(safe, logits.shape[:-1]))
     m = mask.astype(compute)
-    per_pass = jnp.sum(nll * m[None], axis=(1, 2)) / jnp.maximum(jnp.sum(m), 1.0)
+    # where, not nll * m alone: a masked position may hold a forbidden (inf-loss) target.
+    weighted = jnp.where(m[None] > 0, nll * m[None], 0.0)
+    per_pass = jnp.sum(weighted, axis=(1, 2)) / jnp.maximum(jnp.sum(m), 1.0)
     loss = jnp.sum(weights.astype(compute) * per_pass)
+    loss = jnp.where(jnp.all(valid), loss, jnp.nan)
     return loss.astype(hidden.dtype)

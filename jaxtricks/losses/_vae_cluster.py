@@ -8,13 +8,16 @@ and generates in one step; the classifier's argmax is the cluster of ``x``.
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._contrastive import _compute_dtype
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype
+
+from . import _common
 
 
 class VAEClusterLoss(NamedTuple):
@@ -80,6 +83,12 @@ def vae_cluster_loss(
     non-negative. The post's Eq. 8 is a one-sample estimate of the same Gaussian term (it
     differs by a zero-mean noise and a constant).
 
+    Degenerate inputs give the limits, never NaN: a ``-inf`` logit in ``y_logits`` masks its
+    cluster (:math:`p(y|z) = 0`, contributing :math:`0 \log 0 = 0` and no Gaussian term),
+    a row whose largest logit is infinite is uniform over its largest entries (zero gradient
+    there), and :math:`\log \sigma^2 = \pm\infty` gives ``cluster_kl = +inf`` (the KL
+    diverges both ways). An empty batch gives empty terms.
+
     Args:
       x: ``(B, ...)`` data.
       x_recon: decoder output for the sampled ``z``, same shape as ``x`` (logits for
@@ -91,15 +100,20 @@ def vae_cluster_loss(
       class_means: ``(K, d)`` cluster means :math:`\mu_y`, trainable (the post initialises
         them at zero).
       recon: ``"mse"`` or ``"bernoulli"``. Static.
-      recon_weight: :math:`\lambda \ge 0`, the weight of the reconstruction term.
+      recon_weight: :math:`\lambda \ge 0`, the finite scalar weight of the reconstruction
+        term. Python, NumPy and concrete JAX values are checked; a traced one is not.
 
     Returns:
       A :class:`VAEClusterLoss` of ``(B,)`` arrays (take ``.loss.mean()`` to train), in the
       promoted dtype of the inputs (bf16 is computed in float32 and cast back).
 
     Raises:
-      ValueError: if shapes disagree, ``recon`` is unknown, or a concrete ``recon_weight`` is
-        negative.
+      TypeError: if an input is complex (or bool, ``x`` aside: binary data may be bool),
+        or ``recon_weight`` is not a real number.
+      ValueError: if shapes disagree (the message names the argument and both shapes),
+        ``y_logits`` has no cluster (``K = 0``), ``recon`` is not one of the two names,
+        ``recon_weight`` is not a scalar, or a concrete ``recon_weight`` is negative or not
+        finite.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -123,16 +137,27 @@ def vae_cluster_loss(
       Su Jianlin, peer Keras code ``vae_keras_cluster.py``, https://github.com/bojone/vae
       Su Jianlin, "变分自编码器（四）：一步到位的聚类方案", https://kexue.fm/archives/5887
     """
-    if recon not in _RECON:
-        raise ValueError(f"recon must be one of {_RECON}, got {recon!r}.")
-    if isinstance(recon_weight, numbers.Real) and not recon_weight >= 0:
-        raise ValueError(f"recon_weight must be >= 0, got {recon_weight!r}.")
-    arrays = [jnp.asarray(a) for a in (x, x_recon, z_mean, z_log_var, y_logits, class_means)]
-    x, x_recon, z_mean, z_log_var, y_logits, class_means = arrays
-    _check_shapes(x, x_recon, z_mean, z_log_var, y_logits, class_means)
+    where = "vae_cluster_loss"
+    checks.choice("recon", recon, _RECON, where=where)
+    if np.ndim(recon_weight) != 0:
+        raise ValueError(
+            f"{where}: recon_weight must be a scalar, got shape {np.shape(recon_weight)}."
+        )
+    checks.number("recon_weight", recon_weight, low=0.0, where=where)
+    names = ("x", "x_recon", "z_mean", "z_log_var", "y_logits", "class_means")
+    arrays = [
+        _common.real_array(
+            name,
+            a,
+            where=where,
+            kinds=("bool", "integer", "floating") if name == "x" else ("integer", "floating"),
+        )
+        for name, a in zip(names, (x, x_recon, z_mean, z_log_var, y_logits, class_means))
+    ]
+    _check_shapes(*arrays)
 
     out_dtype = jnp.result_type(*arrays, float)
-    dt = _compute_dtype(*arrays)
+    dt = compute_dtype(*arrays)
     x, x_recon, z_mean, z_log_var, y_logits, class_means = (a.astype(dt) for a in arrays)
     feature_axes = tuple(range(1, x.ndim))
 
@@ -144,14 +169,21 @@ def vae_cluster_loss(
 
     # (B, K): closed-form KL of N(mu, sigma^2) from each N(mu_y, I), summed over d.
     mean_gap = jnp.sum(jnp.square(z_mean[:, None, :] - class_means[None, :, :]), axis=-1)
-    spread = jnp.sum(jnp.exp(z_log_var) - z_log_var - 1, axis=-1)
+    # e^v - v - 1 as expm1(v) - v (accurate near v = 0); +inf at v = +inf, where the
+    # difference would be inf - inf (the formula sees 0 there, for a finite gradient).
+    pos_inf = jnp.isposinf(z_log_var)
+    v = jnp.where(pos_inf, 0.0, z_log_var)
+    spread = jnp.sum(jnp.where(pos_inf, jnp.inf, jnp.expm1(v) - v), axis=-1)
     gauss_kl = 0.5 * (mean_gap + spread[:, None])
 
-    log_p = jax.nn.log_softmax(y_logits, axis=-1)
+    log_p = jax.nn.log_softmax(_common.saturate(y_logits), axis=-1)
     p = jnp.exp(log_p)
-    cluster_kl = jnp.sum(p * gauss_kl, axis=-1)
+    # Masked clusters (p = 0) contribute nothing: 0 * inf and 0 * log 0 are taken as 0.
+    live = p > 0
+    cluster_kl = jnp.sum(jnp.where(live, p * jnp.where(live, gauss_kl, 0.0), 0.0), axis=-1)
     num_classes = y_logits.shape[-1]
-    prior_kl = jnp.sum(p * log_p, axis=-1) + jnp.log(jnp.asarray(num_classes, dt))
+    neg_entropy = jnp.sum(jnp.where(live, p * jnp.where(live, log_p, 0.0), 0.0), axis=-1)
+    prior_kl = neg_entropy + jnp.log(jnp.asarray(num_classes, dt))
 
     loss = jnp.asarray(recon_weight, dt) * reconstruction + cluster_kl + prior_kl
     return VAEClusterLoss(
@@ -160,27 +192,19 @@ def vae_cluster_loss(
 
 
 def _check_shapes(x, x_recon, z_mean, z_log_var, y_logits, class_means) -> None:
-    if x.ndim < 1 or x.shape != x_recon.shape:
-        raise ValueError(
-            f"x and x_recon must have the same shape (B, ...), got {x.shape} and {x_recon.shape}."
-        )
-    if z_mean.ndim != 2 or z_mean.shape != z_log_var.shape:
-        raise ValueError(
-            f"z_mean and z_log_var must both be (B, d), got {z_mean.shape} and {z_log_var.shape}."
-        )
-    if y_logits.ndim != 2 or class_means.ndim != 2:
-        raise ValueError(
-            "y_logits must be (B, K) and class_means (K, d), got "
-            f"{y_logits.shape} and {class_means.shape}."
-        )
-    batch, d = z_mean.shape
+    where = "vae_cluster_loss"
+    checks.min_ndim("x", x, 1, "(a batch axis, shape (B, ...))", where=where)
+    if x_recon.shape != x.shape:
+        raise ValueError(f"{where}: x_recon must have x's shape {x.shape}, got {x_recon.shape}.")
+    batch = x.shape[0]
+    checks.shape("z_mean", z_mean, (batch, None), where=where)
+    d = z_mean.shape[1]
+    checks.shape("z_log_var", z_log_var, (batch, d), where=where)
+    checks.shape("y_logits", y_logits, (batch, None), where=where)
     num_classes = y_logits.shape[1]
-    if x.shape[0] != batch or y_logits.shape[0] != batch:
+    if num_classes == 0:
         raise ValueError(
-            f"batch sizes differ: x {x.shape[0]}, z_mean {batch}, y_logits {y_logits.shape[0]}."
+            f"{where}: y_logits must have at least one cluster (shape (B, K), K >= 1), got "
+            f"shape {y_logits.shape}."
         )
-    if class_means.shape != (num_classes, d):
-        raise ValueError(
-            f"class_means must be (K, d) = ({num_classes}, {d}) to match y_logits (B, K) and "
-            f"z_mean (B, d), got {class_means.shape}."
-        )
+    checks.shape("class_means", class_means, (num_classes, d), where=where)

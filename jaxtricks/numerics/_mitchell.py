@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks._src import checks
+
 _SIGN = np.uint32(0x80000000)
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -29,8 +31,13 @@ _MAX_EXPONENT = 254  # largest biased exponent of a finite float32
 def _mitchell(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, divide: bool) -> jax.Array:
     a, b = jnp.asarray(a), jnp.asarray(b)
     for name, v in (("a", a), ("b", b)):
-        if not jnp.issubdtype(v.dtype, jnp.floating):
-            raise TypeError(f"{name} must have a floating dtype, got {v.dtype}.")
+        checks.array_dtype_kind(name, v, ("floating",))
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"a and b must broadcast together, got a of shape {a.shape} and b of shape {b.shape}."
+        ) from None
     out_dtype = jnp.result_type(a, b)
     ua = jax.lax.bitcast_convert_type(a.astype(jnp.float32), jnp.uint32)
     ub = jax.lax.bitcast_convert_type(b.astype(jnp.float32), jnp.uint32)
@@ -115,7 +122,9 @@ def mitchell_multiply(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.A
       The broadcast shape, in the promoted dtype of ``a`` and ``b``.
 
     Raises:
-      TypeError: if ``a`` or ``b`` is not floating.
+      TypeError: if ``a`` or ``b`` is not floating (integer, boolean and complex inputs are
+        refused; bfloat16, float16 and float64 are cast as described above).
+      ValueError: if the shapes of ``a`` and ``b`` do not broadcast.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -163,6 +172,7 @@ def mitchell_divide(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Arr
 
     Raises:
       TypeError: if ``a`` or ``b`` is not floating.
+      ValueError: if the shapes of ``a`` and ``b`` do not broadcast.
 
     Examples:
       >>> import jax.numpy as jnp

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import l2_normalize
 
 _KINDS = ("householder", "rotation", "symmetric")
 
 
-def _unit(v: jax.Array) -> jax.Array:
-    """``v / ||v||``, and 0 for ``v = 0`` (finite derivative there too)."""
-    sum_sq = jnp.sum(v * v)
-    nonzero = sum_sq > 0
-    return jnp.where(nonzero, v * jax.lax.rsqrt(jnp.where(nonzero, sum_sq, 1)), 0)
+def _direction(v: jax.Array) -> jax.Array:
+    """``v / ||v||``, 0 for ``v = 0``; with infinite entries, the limit: their signs, normalised."""
+    infinite = jnp.isinf(v)
+    v = jnp.where(jnp.any(infinite), jnp.where(infinite, jnp.sign(v), 0), v)
+    return l2_normalize(v)
 
 
 def _unit_or_perpendicular(v: jax.Array, a: jax.Array) -> jax.Array:
@@ -31,9 +35,9 @@ def _unit_or_perpendicular(v: jax.Array, a: jax.Array) -> jax.Array:
     """
     # The coordinate where a is smallest gives e_k - a_k a, of norm sqrt(1 - a_k^2) >= sqrt(1/2).
     k = jnp.argmin(jnp.abs(a))
-    perpendicular = _unit(jax.nn.one_hot(k, a.shape[0], dtype=a.dtype) - a[k] * a)
-    negligible = jnp.sum(v * v) <= jnp.finfo(v.dtype).eps
-    return jnp.where(negligible, perpendicular, _unit(v))
+    perpendicular = l2_normalize(jax.nn.one_hot(k, a.shape[0], dtype=a.dtype) - a[k] * a)
+    negligible = jnp.sum(v * v) <= jnp.finfo(v.dtype).eps  # |v| <= 2: no overflow
+    return jnp.where(negligible, perpendicular, l2_normalize(v))
 
 
 def orthogonal_map(
@@ -70,13 +74,16 @@ def orthogonal_map(
     machine epsilon. Near these pairs :math:`T a = b` holds to about
     :math:`\sqrt{\text{eps}}` (3e-4 in float32), elsewhere to a few eps.
 
-    Inputs need not have unit norm: both are normalised first, so :math:`T a = (\|a\| /
-    \|b\|)\, b` points along :math:`b`. A zero input has no direction; the result is then
-    still orthogonal but maps nothing in particular.
+    Inputs need not have unit norm: both are normalised first (by the scaled safe norm, so
+    any finite scale works), so :math:`T a = (\|a\| / \|b\|)\, b` points along :math:`b`.
+    An input with infinite entries points along their signs (the limit of the normalisation;
+    its finite entries count as 0). A zero input has no direction: a concrete one is an
+    error; a traced one (under ``jit``/``vmap``) cannot be checked and is taken as the zero
+    vector, so the result is still orthogonal (finite) but maps nothing in particular.
 
     Args:
-      a: ``(D,)`` floating, ``D >= 2``; ``vmap`` for many pairs.
-      b: ``(D,)`` floating.
+      a: ``(D,)`` floating, ``D >= 2``, nonzero; ``vmap`` for many pairs.
+      b: ``(D,)`` floating, nonzero.
       kind: ``"householder"`` (default), ``"rotation"`` or ``"symmetric"``.
 
     Returns:
@@ -84,9 +91,9 @@ def orthogonal_map(
       are computed in float32).
 
     Raises:
-      ValueError: if ``kind`` is unknown, ``a`` and ``b`` are not 1-D of the same length, or
-        ``D < 2``.
-      TypeError: if ``a`` or ``b`` is not floating.
+      ValueError: if ``kind`` is unknown, ``a`` and ``b`` are not 1-D of the same length,
+        ``D < 2``, or a concrete ``a`` or ``b`` is the zero vector.
+      TypeError: if ``a`` or ``b`` is not floating (integer, boolean or complex).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -111,19 +118,23 @@ def orthogonal_map(
       Su Jianlin, "从一个单位向量变换到另一个单位向量的正交矩阵",
       https://kexue.fm/archives/8453
     """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
+    checks.choice("kind", kind, _KINDS)
     a, b = jnp.asarray(a), jnp.asarray(b)
     for name, v in (("a", a), ("b", b)):
-        if not jnp.issubdtype(v.dtype, jnp.floating):
-            raise TypeError(f"{name} must have a floating dtype, got {v.dtype}.")
+        checks.array_dtype_kind(name, v, ("floating",))
     if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"a and b must be 1-D of the same length, got {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"a and b must be 1-D of the same length, got a of shape {a.shape} and b of shape "
+            f"{b.shape}."
+        )
     if a.shape[0] < 2:
-        raise ValueError(f"the dimension D must be >= 2, got D = {a.shape[0]}.")
+        raise ValueError(f"a and b: the dimension D must be >= 2, got D = {a.shape[0]}.")
+    for name, v in (("a", a), ("b", b)):
+        if not checks.is_traced(v) and not np.any(np.asarray(v)):
+            raise ValueError(f"{name} must be nonzero (the zero vector has no direction).")
     out_dtype = jnp.result_type(a, b)
     dtype = jnp.promote_types(out_dtype, jnp.float32)
-    a, b = _unit(a.astype(dtype)), _unit(b.astype(dtype))
+    a, b = _direction(a.astype(dtype)), _direction(b.astype(dtype))
     u = _unit_or_perpendicular(a - b if kind == "householder" else a + b, a)
     eye = jnp.eye(a.shape[0], dtype=dtype)
     reflection = eye - 2 * jnp.outer(u, u)

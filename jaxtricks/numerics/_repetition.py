@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxtricks._src import checks
+
 
 def repetition_rate(P: jax.typing.ArrayLike) -> jax.Array:
     r"""Total probability of repeated subsequences of a bigram decoder with transitions ``P``.
@@ -28,23 +30,32 @@ def repetition_rate(P: jax.typing.ArrayLike) -> jax.Array:
     :math:`\rho(Q) < 1`. For a row-stochastic :math:`P` (rows sum to 1), the rows of
     :math:`Q` sum to :math:`\sum_j P_{ij}^2 \le 1`, so :math:`\rho(Q) \le 1`; it is
     :math:`< 1` unless some set of rows is one-hot and closed (a deterministic cycle, which
-    repeats forever: :math:`R = \infty`, and the solve returns inf or garbage). By the
-    Perron-Frobenius bounds :math:`\min_i \sum_j P_{ij}^2 \le \rho(Q) \le \max_i \sum_j
-    P_{ij}^2`: flatter rows (less peaked next-token distributions) lower the top eigenvalue,
-    which dominates :math:`R`. The post drops the end-of-sequence column, so its rows sum to
-    less than 1; any :math:`P \ge 0` with :math:`\rho(P \odot P) < 1` is accepted. This
-    cannot be checked under ``jit`` and is not checked.
+    repeats forever). By the Perron-Frobenius bounds :math:`\min_i \sum_j P_{ij}^2 \le
+    \rho(Q) \le \max_i \sum_j P_{ij}^2`: flatter rows (less peaked next-token
+    distributions) lower the top eigenvalue, which dominates :math:`R`. The post drops the
+    end-of-sequence column, so its rows sum to less than 1; any real :math:`P` is accepted.
+
+    **Divergence gives inf.** Every term :math:`\operatorname{Tr} Q^k` is :math:`\ge 0`, so
+    when :math:`\rho(Q) \ge 1` (a singular :math:`I - Q` included) the sum is
+    :math:`R = \infty`, and that is what is returned. It is detected without an eigenvalue
+    solve, under ``jit`` too: since :math:`Q \ge 0`, :math:`\rho(Q) < 1` exactly when
+    :math:`(I - Q)^{-1}` exists and is entrywise :math:`\ge 0` (a nonsingular M-matrix), so
+    a solution with a non-finite entry or an entry below :math:`-\sqrt{\text{eps}}` times
+    its largest magnitude means divergence. Within about :math:`\sqrt{\text{eps}}` of
+    :math:`\rho(Q) = 1` rounding can go either way (:math:`R` is then above
+    :math:`10^3`-ish in float32 anyway). NaN entries in ``P`` give NaN.
 
     Args:
-      P: ``(..., n, n)`` floating, ``P[i, j]`` the probability that token ``j`` follows
-        token ``i``; leading axes are a batch of matrices.
+      P: ``(..., n, n)`` floating, ``n >= 1``, ``P[i, j]`` the probability that token ``j``
+        follows token ``i``; leading axes are a batch of matrices.
 
     Returns:
-      ``(...)``, in ``P``'s dtype (bf16 and float16 are computed in float32).
+      ``(...)``, in ``P``'s dtype (bf16 and float16 are computed in float32); ``inf`` where
+      the series diverges.
 
     Raises:
-      ValueError: if ``P`` is not a (batch of) square matrices.
-      TypeError: if ``P`` is not floating.
+      ValueError: if ``P`` is not a (batch of) square matrices with ``n >= 1``.
+      TypeError: if ``P`` is not floating (integer, boolean or complex).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -60,12 +71,18 @@ def repetition_rate(P: jax.typing.ArrayLike) -> jax.Array:
       Su Jianlin, "Seq2Seq重复解码现象的理论分析尝试", https://kexue.fm/archives/8128
     """
     P = jnp.asarray(P)
-    if not jnp.issubdtype(P.dtype, jnp.floating):
-        raise TypeError(f"P must have a floating dtype, got {P.dtype}.")
-    if P.ndim < 2 or P.shape[-1] != P.shape[-2]:
-        raise ValueError(f"P must be (..., n, n) square matrices, got shape {P.shape}.")
+    checks.array_dtype_kind("P", P, ("floating",))
+    if P.ndim < 2 or P.shape[-1] != P.shape[-2] or P.shape[-1] < 1:
+        raise ValueError(f"P must be (..., n, n) square matrices with n >= 1, got shape {P.shape}.")
     dtype = jnp.promote_types(P.dtype, jnp.float32)
     q = jnp.square(P.astype(dtype))
     eye = jnp.broadcast_to(jnp.eye(P.shape[-1], dtype=dtype), q.shape)
-    r = jnp.trace(jnp.linalg.solve(eye - q, q), axis1=-2, axis2=-1)
+    x = jnp.linalg.solve(eye - q, q)  # (I - Q)^-1 Q = sum_k Q^k when the series converges
+    # Converging, x = sum_k Q^k >= 0. With rho(Q) >= 1 (Q >= 0), I + x = (I - Q)^-1 is not
+    # entrywise >= 0 (M-matrix theory), so x has a negative entry, or the solve a non-finite.
+    peak = jnp.max(jnp.abs(x), axis=(-2, -1))
+    tol = jnp.sqrt(jnp.finfo(dtype).eps) * peak
+    converges = jnp.all(jnp.isfinite(x), axis=(-2, -1)) & (jnp.min(x, axis=(-2, -1)) >= -tol)
+    r = jnp.where(converges, jnp.trace(x, axis1=-2, axis2=-1), jnp.inf)
+    r = jnp.where(jnp.any(jnp.isnan(q), axis=(-2, -1)), jnp.nan, r)
     return r.astype(P.dtype)

@@ -8,18 +8,22 @@ most, the top eigenvector of the Hessian of :math:`r \\mapsto \\mathrm{KL}(p(x) 
 
 from __future__ import annotations
 
-import numbers
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype, safe_norm
+from jaxtricks.regularizers._common import inverse_scale, prng_key, scalar
 
-def _check_nonnegative(name: str, value: Any) -> None:
-    # Only concrete numbers are checked; a traced value cannot be (no Python branch on it).
-    if isinstance(value, numbers.Real) and not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
+def _check_epsilon(epsilon: Any) -> None:
+    # Concrete values (numbers or arrays) are checked; a traced one passes as it is.
+    checks.number("epsilon", epsilon, low=0)
+    scalar("epsilon", epsilon)
 
 
 def fgm_perturbation(grad: Any, epsilon: jax.typing.ArrayLike) -> Any:
@@ -36,23 +40,28 @@ def fgm_perturbation(grad: Any, epsilon: jax.typing.ArrayLike) -> Any:
     whole embedding table at once. For the per-example normalisation of Miyato et al. apply it
     per example (``jax.vmap(fgm_perturbation, (0, None))(grads, epsilon)``).
 
-    A zero gradient gives a zero perturbation (bert4keras adds ``1e-8`` to the norm instead);
-    the derivative with respect to ``grad`` is finite there too. Non-finite gradients give
-    non-finite perturbations.
+    The gradient is divided by its largest magnitude before the norm is taken, so gradients
+    of any finite scale (1e20 and 1e-30 alike in float32) give a perturbation of norm
+    :math:`\epsilon`. A zero gradient gives a zero perturbation (bert4keras adds ``1e-8`` to
+    the norm instead); the derivative with respect to ``grad`` is finite there too. Infinite
+    entries give the limit, :math:`\epsilon` times the unit vector of their signs (finite
+    entries get 0); a NaN entry makes every entry NaN.
 
     Args:
       grad: array or pytree of floating arrays, the gradient of the loss with respect to the
         input (or embeddings).
-      epsilon: the perturbation's L2 norm, :math:`\epsilon \ge 0` (bert4keras uses 1). May be
-        traced.
+      epsilon: the perturbation's L2 norm, a finite scalar :math:`\epsilon \ge 0` (bert4keras
+        uses 1). May be traced: a traced value is not checked, and a negative one flips the
+        direction.
 
     Returns:
       Pytree like ``grad``, each leaf in its own dtype (the norm is accumulated in float32 at
       least).
 
     Raises:
-      TypeError: if a leaf is not floating.
-      ValueError: if a concrete ``epsilon`` is negative.
+      TypeError: if a leaf is not floating or ``epsilon`` is not a real number.
+      ValueError: if a concrete ``epsilon`` (number or array) is negative, NaN or infinite,
+        or ``epsilon`` is not 0-D.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -73,41 +82,50 @@ def fgm_perturbation(grad: Any, epsilon: jax.typing.ArrayLike) -> Any:
       Su Jianlin, "泛化性乱弹：从随机噪声、梯度惩罚到虚拟对抗训练",
       https://kexue.fm/archives/7466
     """
-    _check_nonnegative("epsilon", epsilon)
+    _check_epsilon(epsilon)
     leaves = jax.tree.leaves(grad)
     for leaf in leaves:
-        if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
-            raise TypeError(f"grad leaves must be floating, got {jnp.asarray(leaf).dtype}.")
+        checks.array_dtype_kind("grad", leaf, ("floating",), where="fgm_perturbation")
     if not leaves:
         return grad
-    acc = jnp.promote_types(jnp.result_type(*leaves), jnp.float32)
-    sum_sq = sum(jnp.sum(jnp.square(jnp.asarray(g, acc))) for g in leaves)
-    nonzero = sum_sq > 0
-    # Double where: rsqrt never sees 0, so neither the value nor its derivative is NaN.
-    scale = jnp.where(
-        nonzero, jnp.asarray(epsilon, acc) * jax.lax.rsqrt(jnp.where(nonzero, sum_sq, 1)), 0
-    )
-    return jax.tree.map(lambda g: (jnp.asarray(g, acc) * scale).astype(jnp.asarray(g).dtype), grad)
-
-
-def _check_num_iters(num_iters: Any) -> None:
-    if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral):
-        raise TypeError(f"num_iters must be a Python int (static), got {num_iters!r}.")
-    if num_iters < 0:
-        raise ValueError(f"num_iters must be >= 0, got {num_iters!r}.")
+    acc = compute_dtype(*leaves)
+    gs = [jnp.asarray(g, acc) for g in leaves]
+    # Scale first by the largest magnitude of the whole pytree: neither the norm nor g / ||g||
+    # can then overflow (a gradient of 1e20 squares to inf in float32) or underflow. The
+    # result does not depend on the scale, hence no gradient through it.
+    peak = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g), initial=0) for g in gs])
+    peak = jax.lax.stop_gradient(peak)
+    # Infinite entries: the limit of g / ||g|| is the direction of the infinite part alone.
+    infinite = jnp.isinf(peak)
+    gs = [jnp.where(infinite, jnp.where(jnp.isinf(g), jnp.sign(g), 0), g) for g in gs]
+    peak = jnp.where(infinite, 1, peak)
+    nonzero = peak != 0  # NaN counts as nonzero: it propagates instead of giving zeros
+    scale = inverse_scale(peak)
+    scaled = [g * scale for g in gs]
+    # The norm of the per-leaf norms is the norm over every entry (empty leaves add nothing).
+    leaf_norms = [safe_norm(g.ravel()) for g in scaled if g.size]
+    norm = safe_norm(jnp.stack(leaf_norms)) if leaf_norms else jnp.zeros((), acc)
+    # A nonzero peak makes norm >= 1/2; the zero gradient takes the other branch (value and
+    # derivative 0).
+    factor = jnp.where(nonzero, jnp.asarray(epsilon, acc) / jnp.where(nonzero, norm, 1), 0)
+    factor = jnp.where(jnp.isnan(peak), jnp.nan, factor)  # safe_norm maps NaN entries to 0
+    out = [(g * factor).astype(jnp.asarray(leaf).dtype) for g, leaf in zip(scaled, leaves)]
+    return jax.tree.unflatten(jax.tree.structure(grad), out)
 
 
 def _direction_and_logits(
     apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array, num_iters: int
 ) -> tuple[jax.Array, jax.Array]:
     """The VAT unit direction (gradient stopped) and ``apply_fn(x)``."""
-    _check_num_iters(num_iters)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must have a floating dtype, got {x.dtype}.")
+    checks.callable_arg("apply_fn", apply_fn)
+    num_iters = checks.nonnegative_int("num_iters", num_iters)
+    prng_key("key", key)
+    checks.array_dtype_kind("x", x, ("floating",))
     logits, jvp_fn = jax.linearize(apply_fn, x)
     if not isinstance(logits, jax.Array) or logits.ndim < 1:
         shape = getattr(logits, "shape", type(logits).__name__)
         raise ValueError(f"apply_fn(x) must return logits of shape (..., K), got {shape}.")
+    checks.array_dtype_kind("apply_fn(x)", logits, ("floating",))
     vjp_fn = jax.linear_transpose(jvp_fn, x)
     acc = jnp.promote_types(logits.dtype, jnp.float32)
     p = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(acc), axis=-1)
@@ -164,18 +182,21 @@ def vat_direction(
     Gaussian-noise regularisation); the paper finds one iteration enough.
 
     Args:
-      apply_fn: maps ``x`` to logits ``(..., K)`` (parameters closed over).
+      apply_fn: maps ``x`` to floating logits ``(..., K)`` (parameters closed over).
       x: the input, any shape, floating (e.g. embeddings).
-      key: PRNG key for the start :math:`u` = ``jax.random.normal(key, x.shape, dtype)`` with
-        ``dtype`` float32, or float64 for float64 ``x``, cast to ``x``'s dtype.
+      key: one PRNG key (``jax.random.key(seed)``, or a legacy raw ``uint32`` key) for the
+        start :math:`u` = ``jax.random.normal(key, x.shape, dtype)`` with ``dtype`` float32,
+        or float64 for float64 ``x``, cast to ``x``'s dtype.
       num_iters: number of power iterations, a Python int >= 0 (static).
 
     Returns:
-      Unit-norm array like ``x`` (zero if :math:`H d_k = 0`), with its gradient stopped.
+      Unit-norm array like ``x``, with its gradient stopped. Where :math:`H d_k = 0` (a model
+      constant in ``x``, saturated softmaxes) the direction is the zero array, finite.
 
     Raises:
-      TypeError: if ``x`` is not floating or ``num_iters`` is not an int.
-      ValueError: if ``num_iters < 0`` or the logits are 0-D.
+      TypeError: if ``apply_fn`` is not callable, ``x`` or the logits are not floating,
+        ``num_iters`` is not an int, or ``key`` is not a PRNG key.
+      ValueError: if ``num_iters < 0``, ``key`` is a batch of keys, or the logits are 0-D.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -221,23 +242,27 @@ def vat_loss(
     loss, on labelled and unlabelled inputs alike.
 
     Args:
-      apply_fn: maps ``x`` to logits ``(..., K)``; leading axes are rows (a batch), averaged.
+      apply_fn: maps ``x`` to floating logits ``(..., K)``; leading axes are rows (a batch),
+        averaged.
       x: the input, any shape, floating (e.g. embeddings). See :func:`vat_direction` for the
         norm: over the whole ``x``; ``vmap`` for per-example directions.
-      key: PRNG key for the power iteration's random start.
-      epsilon: the perturbation's L2 norm, :math:`\epsilon \ge 0`. May be traced.
-      xi: the finite-difference step :math:`\xi` of the paper (1e-6) and bert4keras (10).
-        Accepted so that code written for them runs unchanged, and **ignored**: the
-        Hessian-vector product is computed exactly, which is the :math:`\xi \to 0` limit.
+      key: one PRNG key for the power iteration's random start.
+      epsilon: the perturbation's L2 norm, a finite scalar :math:`\epsilon \ge 0`. May be
+        traced: a traced value is not checked (a negative one perturbs along :math:`-d`).
+      xi: the finite-difference step :math:`\xi` of the paper (1e-6) and bert4keras (10), a
+        finite number > 0. Accepted so that code written for them runs unchanged, checked,
+        and otherwise **ignored**: the Hessian-vector product is computed exactly, which is
+        the :math:`\xi \to 0` limit.
       num_iters: power iterations, a Python int >= 0 (static).
 
     Returns:
-      Scalar in the logits' dtype (softmaxes computed in float32 at least).
+      Scalar in the logits' dtype (softmaxes computed in float32 at least). A model whose
+      prediction does not move (zero direction) gives 0.
 
     Raises:
-      TypeError: if ``x`` is not floating or ``num_iters`` is not an int.
-      ValueError: if ``num_iters < 0``, a concrete ``epsilon`` is negative, or the logits
-        are 0-D.
+      TypeError: as :func:`vat_direction`, or ``epsilon`` / ``xi`` not real numbers.
+      ValueError: as :func:`vat_direction`, or a concrete ``epsilon`` negative, NaN or
+        infinite (or not 0-D), or a concrete ``xi`` not a finite number > 0.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -256,8 +281,9 @@ def vat_loss(
       Su Jianlin, "泛化性乱弹：从随机噪声、梯度惩罚到虚拟对抗训练",
       https://kexue.fm/archives/7466
     """
-    del xi  # Documented above: the exact product is the xi -> 0 limit of the paper's formula.
-    _check_nonnegative("epsilon", epsilon)
+    # xi is checked, then unused: the exact product is the xi -> 0 limit of the paper's formula.
+    checks.number("xi", xi, low=0, low_open=True)
+    _check_epsilon(epsilon)
     x = jnp.asarray(x)
     d, logits = _direction_and_logits(apply_fn, x, key, num_iters)
     acc = jnp.promote_types(logits.dtype, jnp.float32)

@@ -10,20 +10,32 @@ estimates the sum without bias.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-
-def _accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
-    """float32 at least (bf16/float16 sums of squares are accumulated in float32)."""
-    return jnp.promote_types(dtype, jnp.float32)
+from jaxtricks._src import checks
+from jaxtricks._src.numerics import compute_dtype
+from jaxtricks.regularizers._common import prng_key
 
 
 def _check_floating(name: str, x: jax.Array) -> None:
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}.")
+    checks.array_dtype_kind(name, x, ("floating",))
+
+
+def _squared_norms(grad: jax.Array, rows: int | None) -> jax.Array:
+    """Sums of squares (of all entries, or per row), in float32 at least.
+
+    A plain sum of squares, not the scaled safe norm squared: it is exact (its overflow is
+    the true value's), and its second derivative, which double backpropagation needs, is
+    right at the zero gradient too (2, where the safe norm's would be 0).
+    """
+    sq = jnp.square(grad.astype(compute_dtype(grad)))
+    return (
+        jnp.sum(sq) if rows is None else jnp.sum(sq.reshape(rows, math.prod(sq.shape[1:])), axis=1)
+    )
 
 
 def gradient_penalty(
@@ -64,13 +76,17 @@ def gradient_penalty(
         :math:`f_i`), e.g. the logits or probabilities of the model with its parameters closed
         over. Must not mix examples: ``vmap`` this function over a batch.
       x: one example, any shape, floating dtype.
-      key: a PRNG key; one Rademacher sign per output is drawn from it.
+      key: one PRNG key (``jax.random.key(seed)`` or a legacy raw key); one Rademacher sign
+        per output is drawn from it.
 
     Returns:
-      Scalar in ``x``'s dtype (squares are summed in float32 at least).
+      Scalar in ``x``'s dtype (squares are summed in float32 at least); 0 when ``f`` does not
+      depend on ``x`` (zero gradient).
 
     Raises:
-      TypeError: if ``x`` or ``f(x)`` is not floating, or ``f(x)`` is not a single array.
+      TypeError: if ``f`` is not callable, ``key`` is not a PRNG key, ``x`` or ``f(x)`` is
+        not floating, or ``f(x)`` is not a single array.
+      ValueError: if ``key`` is a batch of keys (``vmap`` over them instead).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -93,6 +109,8 @@ def gradient_penalty(
       Su Jianlin, "泛化性乱弹：从随机噪声、梯度惩罚到虚拟对抗训练",
       https://kexue.fm/archives/7466
     """
+    checks.callable_arg("f", f)
+    prng_key("key", key)
     x = jnp.asarray(x)
     _check_floating("x", x)
     y, pullback = jax.vjp(f, x)
@@ -101,8 +119,7 @@ def gradient_penalty(
     _check_floating("f(x)", y)
     eta = jax.random.rademacher(key, y.shape, dtype=y.dtype)
     (grad,) = pullback(eta)
-    acc = _accumulation_dtype(grad.dtype)
-    return jnp.sum(jnp.square(grad.astype(acc))).astype(x.dtype)
+    return _squared_norms(grad, None).astype(x.dtype)
 
 
 def zero_centered_gradient_penalty(
@@ -132,11 +149,12 @@ def zero_centered_gradient_penalty(
       x: ``(B, ...)`` floating, the points where the gradient is penalised.
 
     Returns:
-      Scalar in ``x``'s dtype, the mean over the batch of the squared gradient norms (squares
+      Scalar in ``x``'s dtype, the mean over the batch of the squared gradient norms, 0 for
+      an empty batch (``B = 0``) or a critic constant in ``x`` (squares
       summed in float32 at least).
 
     Raises:
-      TypeError: if ``x`` or the scores are not floating.
+      TypeError: if ``d_fn`` is not callable, or ``x`` or the scores are not floating.
       ValueError: if ``x`` is 0-D or ``d_fn(x)`` does not have shape ``(B,)``.
 
     Examples:
@@ -153,6 +171,7 @@ def zero_centered_gradient_penalty(
       Su Jianlin, "从动力学角度看优化算法（四）：GAN的第三个阶段",
       https://kexue.fm/archives/6583
     """
+    checks.callable_arg("d_fn", d_fn)
     x = jnp.asarray(x)
     _check_floating("x", x)
     if x.ndim < 1:
@@ -163,6 +182,6 @@ def zero_centered_gradient_penalty(
         raise ValueError(f"d_fn(x) must have shape (B,) = {x.shape[:1]}, got {shape}.")
     _check_floating("d_fn(x)", scores)
     (grad,) = pullback(jnp.ones_like(scores))
-    acc = _accumulation_dtype(grad.dtype)
-    per_example = jnp.sum(jnp.square(grad.astype(acc)).reshape(x.shape[0], -1), axis=1)
-    return jnp.mean(per_example).astype(x.dtype)
+    per_example = _squared_norms(grad, x.shape[0])
+    # The mean over an empty batch is 0 (nothing to penalise), not 0/0.
+    return (jnp.sum(per_example) / max(x.shape[0], 1)).astype(x.dtype)

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 # jax 0.10 exposes only the printing variant publicly (jax.ad_checkpoint.print_saved_residuals);
 # the list-returning function it prints from lives here.
 from jax._src.ad_checkpoint import saved_residuals as _jax_saved_residuals
+
+from jaxtricks._src import checks
+
+
+def _check_args(where: str, args: Sequence[Any]) -> None:
+    """Every leaf an array, a ``jax.ShapeDtypeStruct`` or a number: what ``jit`` can take."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(args):
+        ok = isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Number)) or (
+            hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+        )
+        if not ok:
+            raise TypeError(
+                f"{where}: args{jax.tree_util.keystr(path)} must be an array, a "
+                f"jax.ShapeDtypeStruct or a number, got {checks._short(leaf)} of type "
+                f"{type(leaf).__name__}."
+            )
+
+
+def _check_donate(where: str, donate_argnums: Any, count: int) -> tuple[int, ...]:
+    """``donate_argnums`` as a tuple of valid argument positions."""
+    given = (donate_argnums,) if not isinstance(donate_argnums, (tuple, list)) else donate_argnums
+    out = []
+    for i in given:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(
+                f"{where}: donate_argnums must be an int or a sequence of ints, got "
+                f"{donate_argnums!r}."
+            )
+        if not -count <= i < count:
+            raise ValueError(
+                f"{where}: donate_argnums {donate_argnums!r} names an argument that does not "
+                f"exist (the call has {count} positional arguments)."
+            )
+        out.append(int(i) % count)
+    return tuple(out)
 
 
 class MemoryReport(NamedTuple):
@@ -54,6 +91,11 @@ def memory_report(
     Returns:
       A :class:`MemoryReport`.
 
+    Raises:
+      TypeError: ``fn`` is not callable, an argument leaf is not an array, a
+        ``jax.ShapeDtypeStruct`` or a number, or ``donate_argnums`` holds a non-int.
+      ValueError: ``donate_argnums`` names a position past the arguments.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from jaxtricks.remat import memory_report
@@ -68,6 +110,9 @@ def memory_report(
       Chen, Xu, Zhang, Guestrin, "Training Deep Nets with Sublinear Memory Cost", 2016,
       arXiv:1604.06174. https://kexue.fm/archives/7367
     """
+    checks.callable_arg("fn", fn, where="memory_report")
+    _check_args("memory_report", args)
+    donate_argnums = _check_donate("memory_report", donate_argnums, len(args))
     compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
     stats = compiled.memory_analysis()
     arg, out = int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes)
@@ -115,7 +160,10 @@ def max_batch_size(
       The largest fitting batch size, or ``0`` when even ``multiple_of`` does not fit.
 
     Raises:
-      ValueError: ``budget_bytes``, ``multiple_of`` or ``max_batch`` not a positive integer.
+      TypeError: ``make_fn`` not callable, or returning something other than a pair
+        ``(fn, args)`` with ``fn`` callable and ``args`` a tuple or list; ``budget_bytes``,
+        ``multiple_of`` or ``max_batch`` not an int.
+      ValueError: ``budget_bytes``, ``multiple_of`` or ``max_batch`` below 1.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -129,18 +177,26 @@ def max_batch_size(
       Chen, Xu, Zhang, Guestrin, "Training Deep Nets with Sublinear Memory Cost", 2016,
       arXiv:1604.06174. https://kexue.fm/archives/7367
     """
-    for arg_name, value in (
-        ("budget_bytes", budget_bytes),
-        ("multiple_of", multiple_of),
-        ("max_batch", max_batch),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"max_batch_size: {arg_name} must be a positive int, got {value!r}")
+    checks.callable_arg("make_fn", make_fn, where="max_batch_size")
+    budget_bytes = checks.positive_int("budget_bytes", budget_bytes, where="max_batch_size")
+    multiple_of = checks.positive_int("multiple_of", multiple_of, where="max_batch_size")
+    max_batch = checks.positive_int("max_batch", max_batch, where="max_batch_size")
 
     totals: dict[int, int] = {}  # k -> total bytes at batch k * multiple_of
 
     def fits(k: int) -> bool:
-        fn, args = make_fn(k * multiple_of)
+        made = make_fn(k * multiple_of)
+        if not (
+            isinstance(made, tuple)
+            and len(made) == 2
+            and callable(made[0])
+            and isinstance(made[1], (tuple, list))
+        ):
+            raise TypeError(
+                f"max_batch_size: make_fn({k * multiple_of}) must return a pair (fn, args) "
+                f"with fn callable and args a tuple or list, got {checks._short(made)}."
+            )
+        fn, args = made
         totals[k] = memory_report(fn, *args, donate_argnums=donate_argnums).total_bytes
         return totals[k] <= budget_bytes
 
@@ -215,6 +271,10 @@ def saved_residuals(fn: Callable[..., Any], *args: Any) -> list[Residual]:
     Returns:
       A list of :class:`Residual`, in JAX's order.
 
+    Raises:
+      TypeError: ``fn`` is not callable or an argument leaf is not an array, a
+        ``jax.ShapeDtypeStruct`` or a number.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from jaxtricks.remat import checkpoint, saved_residuals
@@ -229,6 +289,8 @@ def saved_residuals(fn: Callable[..., Any], *args: Any) -> list[Residual]:
       Chen, Xu, Zhang, Guestrin, "Training Deep Nets with Sublinear Memory Cost", 2016,
       arXiv:1604.06174. https://kexue.fm/archives/7367
     """
+    checks.callable_arg("fn", fn, where="saved_residuals")
+    _check_args("saved_residuals", args)
     return [
         Residual(tuple(aval.shape), aval.dtype, reason)
         for aval, reason in _jax_saved_residuals(fn, *args)

@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import jax
 
+from jaxtricks._src import checks
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: A policy spec: one of :data:`POLICY_NAMES`, ``"save:<name>[,<name>...]"``, a sequence of
@@ -24,9 +26,12 @@ POLICY_NAMES: tuple[str, ...] = ("none", "full", "dots", "dots_no_batch", "save:
 
 def _names_policy(names: Sequence[str], given: object) -> Callable[..., bool]:
     names = tuple(names)
-    if not names or not all(isinstance(n, str) and n for n in names):
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"policy: checkpoint names must be strings, got {bad[0]!r} in {given!r}.")
+    if not names or not all(names):
         raise ValueError(
-            f"policy: expected at least one non-empty checkpoint_name string, got {given!r}"
+            f"policy: expected at least one non-empty checkpoint_name string, got {given!r}."
         )
     return _CP.save_only_these_names(*names)
 
@@ -65,8 +70,10 @@ def policy(name: PolicyLike) -> Callable[..., bool] | None:
       A policy callable for ``jax.checkpoint(..., policy=...)``, or ``None`` for ``"none"``.
 
     Raises:
-      ValueError: unknown name (the message lists the valid ones) or an empty name list.
-      TypeError: ``name`` is not a string, a sequence of strings or ``None``.
+      ValueError: unknown name (the message lists the valid ones), an empty name list or an
+        empty name.
+      TypeError: ``name`` is not a string, a sequence of strings or ``None`` (bytes are not
+        names), or a sequence holds something other than strings.
 
     Examples:
       >>> import jax
@@ -89,11 +96,11 @@ def policy(name: PolicyLike) -> Callable[..., bool] | None:
             return _NAMED[name]
         if name.startswith("save:"):
             return _names_policy(name[len("save:") :].split(","), name)
-        raise ValueError(f"policy: unknown policy {name!r}; expected one of {POLICY_NAMES}")
-    if isinstance(name, Sequence):
+        raise ValueError(f"policy: unknown policy {name!r}; expected one of {POLICY_NAMES}.")
+    if isinstance(name, Sequence) and not isinstance(name, (bytes, bytearray)):
         return _names_policy(name, name)
     raise TypeError(
-        f"policy: expected a policy name, a sequence of checkpoint names or None, got {name!r}"
+        f"policy: expected a policy name, a sequence of checkpoint names or None, got {name!r}."
     )
 
 
@@ -124,7 +131,8 @@ def checkpoint(fn: F, policy: PolicyLike = "full", *, prevent_cse: bool = True) 
       A function with the signature of ``fn``.
 
     Raises:
-      ValueError, TypeError: as :func:`policy`.
+      TypeError: ``fn`` is not callable, ``prevent_cse`` is not a bool, or as :func:`policy`.
+      ValueError: as :func:`policy`.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -141,6 +149,9 @@ def checkpoint(fn: F, policy: PolicyLike = "full", *, prevent_cse: bool = True) 
       Chen, Xu, Zhang, Guestrin, "Training Deep Nets with Sublinear Memory Cost", 2016,
       arXiv:1604.06174. https://kexue.fm/archives/7367
     """
+    checks.callable_arg("fn", fn, where="checkpoint")
+    if not isinstance(prevent_cse, bool):
+        raise TypeError(f"checkpoint: prevent_cse must be a bool, got {prevent_cse!r}.")
     chosen = _lookup(policy)
     if chosen is None:
         return fn

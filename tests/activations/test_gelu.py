@@ -42,7 +42,9 @@ def test_matches_float64_reference(x64, fn, x):
 
 
 def test_erf_and_tanh_forms_are_jax_nn_gelu():
-    x = jnp.linspace(-6.0, 6.0, 101)
+    # Bit for bit at every finite input, around the tanh form's clip at |x| = 10 included.
+    edges = [9.99, 10.0, 10.01, 50.0, 1e4, 1e30, 3e38]
+    x = jnp.concatenate([jnp.linspace(-6.0, 6.0, 101), jnp.array(edges + [-e for e in edges])])
     np.testing.assert_array_equal(gelu_erf(x), jax.nn.gelu(x, approximate=False))
     np.testing.assert_array_equal(gelu_tanh(x), jax.nn.gelu(x, approximate=True))
     # jax.nn.gelu's default is the tanh form (PyTorch's default is erf).

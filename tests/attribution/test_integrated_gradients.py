@@ -152,16 +152,29 @@ def test_pytree_input_and_jit_equals_eager():
     assert abs(float(gap)) < 1e-5
 
 
+def test_x_equal_to_the_baseline_gives_zero_even_where_the_gradient_is_not_finite():
+    # The gradient of ||v|| at 0 is NaN; the path from 0 to 0 does not move.
+    x = jnp.array([0.0, 2.0, -1.0])
+    base = jnp.array([0.0, 1.0, -1.0])
+    f = lambda v: jnp.linalg.norm(v[:1]) + v[1] ** 2  # noqa: E731
+    attr, gap = integrated_gradients(f, x, base, steps=2, method="gauss_legendre")
+    np.testing.assert_allclose(attr, [0.0, 3.0, 0.0], rtol=1e-6)  # 2^2 - 1^2 on the moving entry
+    assert abs(float(gap)) < 1e-5
+    attr, gap = integrated_gradients(jnp.linalg.norm, jnp.zeros(3), steps=3)
+    np.testing.assert_array_equal(attr, 0.0)
+    assert float(gap) == 0.0
+
+
 def test_bad_input():
     x = jnp.ones(3)
     f = jnp.sum
-    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
         integrated_gradients(f, x, steps=0)
-    with pytest.raises(TypeError, match="steps must be a Python int"):
+    with pytest.raises(TypeError, match="steps must be a positive int, got 2.5"):
         integrated_gradients(f, x, steps=2.5)
-    with pytest.raises(ValueError, match="microbatch_size must be None or >= 1, got 0"):
+    with pytest.raises(ValueError, match="microbatch_size must be a positive int, got 0"):
         integrated_gradients(f, x, microbatch_size=0)
-    with pytest.raises(TypeError, match="microbatch_size must be None or a Python int"):
+    with pytest.raises(TypeError, match="microbatch_size must be a positive int"):
         integrated_gradients(f, x, microbatch_size=jnp.array(4))
     with pytest.raises(ValueError, match="method must be one of .* got 'simpson'"):
         integrated_gradients(f, x, method="simpson")

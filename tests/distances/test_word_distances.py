@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jax.extend import core as jex_core
 from scipy.optimize import linprog
 
 from jaxtricks.distances import (
@@ -224,12 +225,12 @@ def test_exact_is_not_differentiable():
     "kwargs,args,match",
     [
         ({}, (np.ones((3, 4)), np.ones((2, 5))), "same feature dimension"),
-        ({}, (np.ones(4), np.ones((2, 4))), "x must be 2-D"),
+        ({}, (np.ones(4), np.ones((2, 4))), r"x must have shape \(words, features\)"),
         ({"y_mask": np.ones(3, bool)}, (np.ones((3, 4)), np.ones((2, 4))), r"y_mask must have"),
         ({"x_mask": np.zeros(3, bool)}, (np.ones((3, 4)), np.ones((2, 4))), "masks every word"),
         ({"method": "lp"}, (np.ones((3, 4)), np.ones((2, 4))), "method must be one of"),
         ({"epsilon": 0.0}, (np.ones((3, 4)), np.ones((2, 4))), "epsilon must be > 0"),
-        ({"num_iters": 0}, (np.ones((3, 4)), np.ones((2, 4))), "num_iters must be >= 1"),
+        ({"num_iters": 0}, (np.ones((3, 4)), np.ones((2, 4))), "positive int, got 0"),
     ],
 )
 def test_errors(kwargs, args, match):
@@ -238,7 +239,78 @@ def test_errors(kwargs, args, match):
 
 
 def test_error_types():
-    with pytest.raises(TypeError, match="num_iters must be a Python int"):
+    with pytest.raises(TypeError, match="num_iters must be a positive int, got 2.5"):
         word_movers_distance(np.ones((2, 3)), np.ones((2, 3)), num_iters=2.5)
     with pytest.raises(ValueError, match="masks every word"):
         word_centroid_distance(np.ones((2, 3)), np.ones((2, 3)), y_mask=np.zeros(2, bool))
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The precision of every dot_general in a jaxpr and its sub-jaxprs (loops, custom rules)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jex_core.ClosedJaxpr):
+                    found += _dot_precisions(sub.jaxpr)
+                elif isinstance(sub, jex_core.Jaxpr):
+                    found += _dot_precisions(sub)
+    return found
+
+
+@pytest.mark.parametrize("fn", DISTANCES + [word_centroid_distance, wrd_lower_bound])
+def test_cost_products_run_at_highest_precision(fn):
+    # The CPU ignores the precision: read it from the jaxpr, forward and backward, even under a
+    # low default (TPU bf16 passes).
+    x, y = _small(10)
+    highest = (jax.lax.Precision.HIGHEST,) * 2
+    with jax.default_matmul_precision("bfloat16"):
+        for traced in (jax.make_jaxpr(fn)(x, y), jax.make_jaxpr(jax.grad(fn))(x, y)):
+            precisions = _dot_precisions(traced.jaxpr)
+            assert precisions and all(p == highest for p in precisions), precisions
+
+
+def test_zero_word_vectors_give_the_documented_values(x64):
+    x, y = (jnp.asarray(v[0]) for v in _pairs(11, 1, 4, 3, 5))
+    zeros = jnp.zeros_like(x)
+    # All zero: uniform masses, every cosine 0, so WRD = 1 by either method; the bound is
+    # 0.5 |sum y / Z'|^2 (the zero sequence contributes the zero vector).
+    for method in ("exact", "sinkhorn"):
+        np.testing.assert_allclose(JIT[word_rotators_distance](zeros, y, method=method), 1.0)
+    zy = np.linalg.norm(np.asarray(y), axis=1).sum()
+    want = 0.5 * np.sum((np.asarray(y).sum(0) / zy) ** 2)
+    np.testing.assert_allclose(JIT[wrd_lower_bound](zeros, y), want, rtol=1e-12)
+    # One zero word among others carries (next to) no mass: the same as dropping it.
+    with_zero = x.at[2].set(0.0)
+    dropped = jnp.delete(x, 2, axis=0)
+    np.testing.assert_allclose(
+        JIT[word_rotators_distance](with_zero, y, method="exact"),
+        JIT[word_rotators_distance](dropped, y, method="exact"),
+        rtol=1e-12,
+    )
+    grad = jax.jit(jax.grad(word_rotators_distance))(with_zero, y)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.parametrize("fn", DISTANCES + [word_centroid_distance, wrd_lower_bound])
+def test_traced_all_false_mask_gives_zero(fn):
+    x, y = _small(12)
+    none = jnp.zeros(x.shape[0], bool)
+    got = jax.jit(lambda m: fn(x, y, x_mask=m, y_mask=m[: y.shape[0]]))(none)
+    assert float(got) == 0.0
+    if fn in DISTANCES:
+        exact = jax.jit(lambda m: fn(x, y, x_mask=m, method="exact"))(none)
+        assert float(exact) == 0.0
+
+
+def test_integer_inputs_are_promoted_to_float32():
+    x = jnp.array([[1, 0], [0, 2]])
+    y = jnp.array([[2, 0], [0, 1]])
+    for fn in DISTANCES + [word_centroid_distance, wrd_lower_bound]:
+        kwargs = {"method": "exact"} if fn in DISTANCES else {}
+        got = JIT[fn](x, y, **kwargs)
+        want = JIT[fn](x.astype(jnp.float32), y.astype(jnp.float32), **kwargs)
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6)

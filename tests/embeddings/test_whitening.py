@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from jax.extend import core as jex_core
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -95,6 +96,65 @@ def test_safe_norm_zero_vector_and_gradient():
     assert np.all(np.asarray(y) == 0.0)
     g = jax.grad(lambda v: whitening_apply(v, w).sum())(w.mean)
     assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-18, 1e18, 1e30])
+def test_normalize_gives_unit_vectors_at_any_scale(scale):
+    # The safe norm is scaled before squaring: 1e-18 squared is below float32's smallest
+    # normal, 1e30 squared above its largest. Direction from a float64 NumPy reference.
+    w = Whitening(jnp.zeros(3), jnp.eye(3)[:, :2])
+    x = np.array([[3.0, -4.0, 7.0], [1e-3, 2.0, 0.0]], np.float32) * np.float32(scale)
+    y = np.asarray(whitening_apply(jnp.asarray(x), w), np.float64)
+    want = x[:, :2].astype(np.float64)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=2e-6)
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The precision of every dot_general in a jaxpr and its sub-jaxprs."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jex_core.ClosedJaxpr):
+                    found += _dot_precisions(sub.jaxpr)
+                elif isinstance(sub, jex_core.Jaxpr):
+                    found += _dot_precisions(sub)
+    return found
+
+
+HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: whitening_fit(x, dim=3),
+        lambda x: WhiteningStats.from_batch(x, mask=x[:, 0] > 5),
+        lambda x: WhiteningStats.from_batch(x[:5]).merge(WhiteningStats.from_batch(x[5:])),
+        lambda x: WhiteningStats.create(D).update(x).to_whitening(),
+        lambda x: whitening_apply(x, whitening_fit(x)),
+        lambda x: jax.grad(lambda v: whitening_apply(v, whitening_fit(x)).sum())(x),
+    ],
+    ids=["fit", "masked", "merge", "update", "apply", "apply-grad"],
+)
+def test_statistics_and_projection_run_at_highest_precision(fn):
+    # The CPU ignores the precision, so read it from the jaxpr, under a low default (TPU).
+    x = jnp.asarray(_data(n=12), jnp.float32)
+    with jax.default_matmul_precision("bfloat16"):
+        precisions = _dot_precisions(jax.make_jaxpr(fn)(x).jaxpr)
+    assert precisions and all(p == HIGHEST for p in precisions), precisions
+
+
+def test_apply_precision_argument_is_passed_to_the_product():
+    x = jnp.asarray(_data(n=12), jnp.float32)
+    w = whitening_fit(x)
+    for precision, want in [("default", jax.lax.Precision.DEFAULT), (None, None)]:
+        jaxpr = jax.make_jaxpr(lambda v, p=precision: whitening_apply(v, w, precision=p))(x)
+        got = _dot_precisions(jaxpr.jaxpr)
+        assert got == [None if want is None else (want, want)], got
 
 
 def test_streaming_uneven_batches_equals_batch(x64):
@@ -200,13 +260,13 @@ def test_jit_equals_eager():
 
 def test_errors():
     x = jnp.ones((4, 3))
-    with pytest.raises(ValueError, match="dim must satisfy 1 <= dim <= 3"):
+    with pytest.raises(ValueError, match="dim must be a positive int, got 0"):
         whitening_fit(x, dim=0)
     with pytest.raises(ValueError, match="dim must satisfy 1 <= dim <= 3.*got 4"):
         whitening_fit(x, dim=4)
-    with pytest.raises(TypeError, match="dim must be an int"):
+    with pytest.raises(TypeError, match="dim must be a positive int"):
         whitening_fit(x, dim=2.0)
-    with pytest.raises(ValueError, match=r"x must be 2-D \(N, D\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"x must be 2-D \(N, D\) with D >= 1, got shape \(3,\)"):
         whitening_fit(jnp.ones(3))
     with pytest.raises(ValueError, match="N >= 2 rows.*N = 1"):
         whitening_fit(jnp.ones((1, 3)))
@@ -222,9 +282,9 @@ def test_errors():
         stats.update(jnp.ones((2, 5)))
     with pytest.raises(ValueError, match="mask must have shape"):
         stats.update(jnp.ones((2, 3)), mask=jnp.ones(3, bool))
-    with pytest.raises(ValueError, match="other has"):
+    with pytest.raises(ValueError, match="other must have the feature size"):
         stats.merge(WhiteningStats.create(4))
-    with pytest.raises(ValueError, match="features must be >= 1"):
+    with pytest.raises(ValueError, match="features must be a positive int, got 0"):
         WhiteningStats.create(0)
     with pytest.raises(TypeError, match="dtype must be a floating dtype"):
         WhiteningStats.create(3, jnp.int32)

@@ -109,16 +109,16 @@ def test_errors():
             am_softmax_cross_entropy(cos, np.array(bad))
     loss = jax.jit(am_softmax_cross_entropy)(cos, jnp.array([0, 4]))
     assert np.isfinite(loss[0]) and np.isnan(loss[1])  # traced labels cannot be checked
-    with pytest.raises(TypeError, match="labels must have an integer dtype"):
+    with pytest.raises(TypeError, match="labels must have a.? integer dtype"):
         am_softmax_cross_entropy(cos, jnp.array([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"labels must have shape"):
         am_softmax_cross_entropy(cos, jnp.array([0, 1, 2]))
     for scale in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match=r"scale must be finite and > 0, got"):
+        with pytest.raises(ValueError, match=r"scale must (be > 0|not be NaN)"):
             am_softmax_cross_entropy(cos, labels, scale=scale)
-    with pytest.raises(ValueError, match=r"margin must be finite and >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"margin must be >= 0.0, got -0.1"):
         am_softmax_cross_entropy(cos, labels, margin=-0.1)
-    with pytest.raises(ValueError, match=r"scale must be a real scalar"):
+    with pytest.raises(ValueError, match=r"scale must be a scalar, got shape \(2,\)"):
         am_softmax_cross_entropy(cos, labels, scale=jnp.ones(2))
 
 

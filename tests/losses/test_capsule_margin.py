@@ -84,9 +84,9 @@ def test_bad_inputs_raise():
         capsule_margin_loss(lengths, jnp.zeros(3, jnp.int32))
     with pytest.raises(ValueError, match=r"multi-hot labels .* must lie in \[0, 1\]"):
         capsule_margin_loss(lengths, 2 * jnp.ones((B, K)))
-    with pytest.raises(ValueError, match="lam must be a finite number >= 0, got -0.5"):
+    with pytest.raises(ValueError, match="lam must be >= 0.0, got -0.5"):
         capsule_margin_loss(lengths, jnp.zeros(B, jnp.int32), lam=-0.5)
-    with pytest.raises(TypeError, match="m_plus must be a real Python number"):
+    with pytest.raises(TypeError, match="m_plus must be a real number"):
         capsule_margin_loss(lengths, jnp.zeros(B, jnp.int32), m_plus=None)
-    with pytest.raises(ValueError, match="lengths must have a class axis"):
+    with pytest.raises(ValueError, match="lengths must have at least 1 axis .a class axis"):
         capsule_margin_loss(jnp.array(0.5), jnp.array(0))

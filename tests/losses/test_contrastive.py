@@ -134,13 +134,13 @@ def test_sharded_batch_uses_global_negatives(mesh8):
 @pytest.mark.parametrize(
     "a_shape,b_shape,kwargs,match",
     [
-        ((B,), (B, D), {}, "must be 2-D"),
-        ((B, D), (B, D + 1), {}, "same feature size"),
+        ((B,), (B, D), {}, r"a must have shape \(any, any\), got \(4,\)"),
+        ((B, D), (B, D + 1), {}, r"b must have shape \(any, 3\), got \(4, 4\)"),
         ((B, D), (B - 1, D), {}, "at least as many rows"),
         ((B, D), (M, D), {"symmetric": True}, "symmetric=True"),
         ((B, D), (B, D), {"temperature": 0.0}, "temperature must be > 0"),
         ((B, D), (B, D), {"temperature": -1.0}, "temperature must be > 0"),
-        ((B, D), (B, D), {"temperature": float("nan")}, "temperature must be > 0"),
+        ((B, D), (B, D), {"temperature": float("nan")}, "temperature must not be NaN"),
     ],
 )
 def test_errors(a_shape, b_shape, kwargs, match):

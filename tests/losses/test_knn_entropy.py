@@ -109,14 +109,15 @@ def test_jit_equals_eager_and_vmap_equals_loop():
 @pytest.mark.parametrize(
     "shape,k,match",
     [
-        ((N,), 1, "must be 2-D"),
-        ((2, N, D), 1, "must be 2-D"),
-        ((N, D), 0, "1 <= k < n"),
+        ((N,), 1, r"z must have shape \(any, any\)"),
+        ((2, N, D), 1, r"z must have shape \(any, any\)"),
+        ((N, D), 0, "k must be a positive int, got 0"),
         ((N, D), N, "1 <= k < n"),
-        ((N, D), 1.0, "k must be a Python int"),
-        ((N, D), True, "k must be a Python int"),
+        ((N, D), 1.0, "k must be a positive int"),
+        ((N, D), True, "k must be a positive int"),
     ],
 )
 def test_errors(shape, k, match):
-    with pytest.raises(ValueError, match=match):
+    exc = TypeError if isinstance(k, (bool, float)) else ValueError
+    with pytest.raises(exc, match=match):
         knn_entropy(jnp.ones(shape), k=k)

@@ -182,19 +182,17 @@ def test_errors():
     p = _params(dtype=np.float32)
     targets = _targets()
     dec = _decoder(p)
-    with pytest.raises(ValueError, match="num_passes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_passes must be a positive int, got 0"):
         teaforn_loss(dec, p["emb"], targets, p["e0"], num_passes=0)
-    with pytest.raises(TypeError, match="num_passes must be a static Python int"):
+    with pytest.raises(TypeError, match="num_passes must be a positive int"):
         teaforn_loss(dec, p["emb"], targets, p["e0"], num_passes=2.0)
-    with pytest.raises(
-        ValueError, match=r"weights must hold num_passes = 2 values .* got shape \(3,\)"
-    ):
+    with pytest.raises(ValueError, match=r"weights must have shape \(2\), got \(3,\)"):
         teaforn_loss(dec, p["emb"], targets, p["e0"], num_passes=2, weights=(1, 1, 1))
-    with pytest.raises(TypeError, match="targets must have an integer dtype"):
+    with pytest.raises(TypeError, match="targets must have a.? integer dtype"):
         teaforn_loss(dec, p["emb"], targets.astype(float), p["e0"])
     with pytest.raises(ValueError, match="start_embedding must have shape"):
         teaforn_loss(dec, p["emb"], targets, p["e0"][:2])
-    with pytest.raises(ValueError, match="mask must have targets' shape"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\)"):
         teaforn_loss(dec, p["emb"], targets, p["e0"], mask=np.ones((B, T + 1)))
     with pytest.raises(ValueError, match="decode_fn must map"):
         teaforn_loss(lambda x: x[:, :-1], p["emb"], targets, p["e0"])

@@ -19,8 +19,8 @@ B, K = 4, 9
 LABELS = np.array([0, 3, 8, 5])
 
 
-def _ref(logits, labels, k, include_target=True):
-    """Brute force in float64: the k largest (ties to the lower index), plus the target."""
+def _ref(logits, labels, k, include_target=False):
+    """Brute force in float64: the k largest (ties to the lower index), plus the target if asked."""
     logits = np.asarray(logits, np.float64)
     out = np.empty(logits.shape[:-1])
     for idx in np.ndindex(logits.shape[:-1]):
@@ -56,11 +56,30 @@ def test_equals_optax_when_k_covers_all_classes(logits):
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
+def _post_formula(logits, labels, k):
+    """The post's sparse cross-entropy in float64: log sum_{i in top k} e^{s_i} - s_t."""
+    s = np.asarray(logits, np.float64)
+    top = -np.sort(-s, axis=-1)[..., :k]
+    m = top.max(axis=-1)
+    lse = m + np.log(np.exp(top - m[..., None]).sum(axis=-1))
+    return lse - np.take_along_axis(s, np.asarray(labels)[..., None], axis=-1)[..., 0]
+
+
+@pytest.mark.parametrize("k", [1, 4, 9])
+@given(logits=values)
+def test_default_is_the_posts_formula(x64, k, logits):
+    # kexue.fm/archives/8046: logsumexp over the top k only, minus the target logit, whether
+    # or not the target is among the top k.
+    got = np.asarray(topk_softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(LABELS), k))
+    np.testing.assert_allclose(got, _post_formula(logits, LABELS, k), rtol=1e-12, atol=1e-12)
+
+
 def test_target_in_top_k_makes_conventions_agree():
     logits = jnp.array([[4.0, 3.0, 0.0, -1.0]] * 2)
     labels = jnp.array([1, 2])
-    with_t = topk_softmax_cross_entropy(logits, labels, 2)
-    without = topk_softmax_cross_entropy(logits, labels, 2, include_target=False)
+    with_t = topk_softmax_cross_entropy(logits, labels, 2, include_target=True)
+    without = topk_softmax_cross_entropy(logits, labels, 2)
+    np.testing.assert_allclose(without, _post_formula(logits, labels, 2), rtol=1e-6)
     assert float(with_t[0]) == float(without[0])  # target inside the top 2
     assert float(with_t[1]) > float(without[1])  # target outside: it joins the sum
 
@@ -111,6 +130,9 @@ def test_dtype_kept_and_large_logits_finite(dtype):
     assert bool(jnp.isfinite(loss).all())
     ref = _ref(np.asarray(logits, np.float64), np.asarray(labels), 2)
     np.testing.assert_allclose(np.asarray(loss, np.float64), ref, rtol=1e-2)
+    variant = topk_softmax_cross_entropy(logits, labels, 2, include_target=True)
+    ref = _ref(np.asarray(logits, np.float64), np.asarray(labels), 2, include_target=True)
+    np.testing.assert_allclose(np.asarray(variant, np.float64), ref, rtol=1e-2)
 
 
 def test_jit_and_vmap_equal_eager():
@@ -154,16 +176,17 @@ def test_out_of_range_labels():
 def test_bad_arguments():
     logits = jnp.zeros((2, 4))
     labels = jnp.array([0, 1])
-    for k in (0, 5):
-        with pytest.raises(ValueError, match=rf"k must satisfy 1 <= k <= 4 .*got {k}"):
-            topk_softmax_cross_entropy(logits, labels, k)
-    with pytest.raises(TypeError, match="k must be a static Python int"):
+    with pytest.raises(ValueError, match=r"k must be a positive int, got 0"):
+        topk_softmax_cross_entropy(logits, labels, 0)
+    with pytest.raises(ValueError, match=r"k must satisfy 1 <= k <= 4 .*got 5"):
+        topk_softmax_cross_entropy(logits, labels, 5)
+    with pytest.raises(TypeError, match="k must be a positive int"):
         topk_softmax_cross_entropy(logits, labels, 2.0)
-    with pytest.raises(TypeError, match="labels must have an integer dtype"):
+    with pytest.raises(TypeError, match="labels must have a.? integer dtype"):
         topk_softmax_cross_entropy(logits, jnp.array([0.0, 1.0]), 2)
     with pytest.raises(ValueError, match=r"labels must have shape logits.shape\[:-1\]"):
         topk_softmax_cross_entropy(logits, jnp.array([0, 1, 2]), 2)
-    with pytest.raises(ValueError, match="class axis"):
+    with pytest.raises(ValueError, match="a class axis"):
         topk_softmax_cross_entropy(jnp.float32(1.0), jnp.int32(0), 1)
 
 

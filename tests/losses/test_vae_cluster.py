@@ -185,11 +185,11 @@ def test_cluster_accuracy_helper():
 @pytest.mark.parametrize(
     "change,match",
     [
-        ({"x_recon": np.ones((B, F + 1))}, "x and x_recon"),
-        ({"z_log_var": np.ones((B, LAT + 1))}, "z_mean and z_log_var"),
-        ({"y_logits": np.ones((B,))}, "y_logits must be"),
-        ({"y_logits": np.ones((B + 1, K))}, "batch sizes differ"),
-        ({"class_means": np.ones((K + 1, LAT))}, "class_means must be"),
+        ({"x_recon": np.ones((B, F + 1))}, "x_recon must have x's shape"),
+        ({"z_log_var": np.ones((B, LAT + 1))}, r"z_log_var must have shape \(3, 2\)"),
+        ({"y_logits": np.ones((B,))}, r"y_logits must have shape \(3, any\)"),
+        ({"y_logits": np.ones((B + 1, K))}, r"y_logits must have shape \(3, any\), got \(4, 4\)"),
+        ({"class_means": np.ones((K + 1, LAT))}, r"class_means must have shape \(4, 2\)"),
         ({"recon": "l1"}, "recon must be one of"),
         ({"recon_weight": -1.0}, "recon_weight must be >= 0"),
     ],

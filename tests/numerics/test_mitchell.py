@@ -147,6 +147,8 @@ def test_errors():
         mitchell_multiply(jnp.arange(3), 1.0)
     with pytest.raises(TypeError, match="b must have a floating dtype"):
         mitchell_divide(1.0, jnp.arange(3))
+    with pytest.raises(ValueError, match=r"a of shape \(3,\) and b of shape \(2,\)"):
+        mitchell_multiply(jnp.ones(3), jnp.ones(2))
 
 
 def test_claims_hold():

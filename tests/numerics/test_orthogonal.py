@@ -105,9 +105,13 @@ def test_near_degenerate_pairs_stay_accurate(kind):
         np.testing.assert_allclose(t.T @ t, np.eye(5), atol=1e-5)
 
 
-def test_zero_input_gives_a_finite_orthogonal_matrix():
-    t = np.asarray(orthogonal_map(jnp.zeros(4), jnp.array([0.0, 1.0, 0.0, 0.0])), np.float64)
-    np.testing.assert_allclose(t.T @ t, np.eye(4), atol=1e-6)
+@pytest.mark.parametrize("kind", KINDS)
+def test_traced_zero_input_gives_a_finite_orthogonal_matrix(kind):
+    # A concrete zero vector is an error; a traced one cannot be checked (documented).
+    fn = jax.jit(lambda a, b: orthogonal_map(a, b, kind=kind))
+    for a, b in [(jnp.zeros(4), jnp.array([0.0, 1.0, 0.0, 0.0])), (jnp.zeros(4), jnp.zeros(4))]:
+        t = np.asarray(fn(a, b), np.float64)
+        np.testing.assert_allclose(t.T @ t, np.eye(4), atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -136,8 +140,25 @@ def test_differentiable(x64, kind):
     check_grads(lambda a, b: orthogonal_map(a, b, kind=kind), (a, b), order=1)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_any_finite_scale_and_infinite_entries(kind, scale):
+    # Normalised by the scaled safe norm: squares of 1e-30 and 1e30 leave float32.
+    a, b = _random_pair(15, 4)
+    t = orthogonal_map(jnp.asarray(a * scale, jnp.float32), jnp.asarray(b, jnp.float32), kind=kind)
+    np.testing.assert_allclose(t, _np_map(a, b, kind), atol=2e-6)
+    # Infinite entries: the limit of the normalisation, the direction of their signs.
+    inf = np.array([np.inf, 1.0, -np.inf, 2.0], np.float32)
+    t = orthogonal_map(jnp.asarray(inf), jnp.asarray(b, jnp.float32), kind=kind)
+    np.testing.assert_allclose(t, _np_map(np.array([1.0, 0.0, -1.0, 0.0]), b, kind), atol=2e-6)
+
+
 def test_errors():
     a = jnp.ones(3)
+    with pytest.raises(ValueError, match="a must be nonzero"):
+        orthogonal_map(jnp.zeros(3), a)
+    with pytest.raises(ValueError, match="b must be nonzero"):
+        orthogonal_map(a, jnp.zeros(3))
     with pytest.raises(ValueError, match="kind must be one of"):
         orthogonal_map(a, a, kind="givens")
     with pytest.raises(ValueError, match="1-D of the same length"):

@@ -82,8 +82,30 @@ def test_differentiable(x64):
     check_grads(repetition_rate, (p,), order=1)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_divergent_series_give_inf_and_convergent_ones_do_not(dtype):
+    # rho(P*P) >= 1 (float64 NumPy eigenvalues): the series of nonnegative traces diverges.
+    rng = np.random.default_rng(4)
+    cases = [
+        np.eye(3),  # every token repeats itself: I - Q singular
+        np.roll(np.eye(4), 1, axis=1),  # a deterministic 4-cycle
+        np.diag([0.5, 1.2]),
+        1.5 * _np_transitions(rng.standard_normal((5, 5))) ** 0.5,
+        _np_transitions(rng.standard_normal((5, 5))),  # converges
+        0.99 * np.diag([1.0, 0.5]),  # converges, R = 0.9801 / 0.0199 + 0.245025 / 0.754975
+    ]
+    with jax.enable_x64(dtype == jnp.float64):
+        for p in cases:
+            radius = np.abs(np.linalg.eigvals(p * p)).max()
+            got = float(repetition_rate(jnp.asarray(p, dtype)))
+            if radius >= 1:
+                assert got == np.inf, (p, radius, got)
+            else:
+                np.testing.assert_allclose(got, _np_rate(p), rtol=1e-4)
+
+
 def test_errors():
-    with pytest.raises(ValueError, match=r"\(\.\.\., n, n\) square matrices, got shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"\(\.\.\., n, n\) square matrices .*got shape \(3, 4\)"):
         repetition_rate(jnp.ones((3, 4)))
     with pytest.raises(ValueError, match="square matrices"):
         repetition_rate(jnp.ones(3))

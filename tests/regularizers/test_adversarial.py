@@ -43,6 +43,18 @@ def test_fgm_matches_numpy_over_values(g, epsilon):
         np.testing.assert_allclose(got, _np_fgm([g], epsilon)[0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e38])
+def test_fgm_is_exact_at_scales_whose_squares_leave_float32(scale):
+    # Scaled before the norm: 1e20 squared overflows float32, 1e-30 squared underflows.
+    rng = np.random.default_rng(3)
+    grad = {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal(4)}
+    grad = jax.tree.map(lambda g: (g * scale).astype(np.float32), grad)
+    got = fgm_perturbation(grad, 0.5)
+    want = _np_fgm([grad["a"], grad["b"]], 0.5)
+    np.testing.assert_allclose(got["a"], want[0], rtol=2e-6)
+    np.testing.assert_allclose(got["b"], want[1], rtol=2e-6)
+
+
 def test_fgm_zero_gradient_gives_zero_and_finite_derivative():
     zero = jnp.zeros((2, 3))
     np.testing.assert_array_equal(fgm_perturbation(zero, 1.0), 0.0)
@@ -79,7 +91,7 @@ def test_fgm_empty_pytree_and_errors():
     assert fgm_perturbation({}, 1.0) == {}
     with pytest.raises(ValueError, match="epsilon must be >= 0, got -1"):
         fgm_perturbation(jnp.ones(2), -1.0)
-    with pytest.raises(TypeError, match="grad leaves must be floating"):
+    with pytest.raises(TypeError, match="grad must have a floating dtype"):
         fgm_perturbation(jnp.ones(2, jnp.int32), 1.0)
 
 
@@ -251,11 +263,11 @@ def test_vat_keeps_dtypes(dtype):
 def test_vat_errors():
     apply_fn = lambda v: v  # noqa: E731
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="num_iters must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="num_iters must be an int >= 0, got -1"):
         vat_loss(apply_fn, jnp.ones(3), key, num_iters=-1)
-    with pytest.raises(TypeError, match="num_iters must be a Python int"):
+    with pytest.raises(TypeError, match="num_iters must be an int >= 0"):
         vat_direction(apply_fn, jnp.ones(3), key, num_iters=1.0)
-    with pytest.raises(TypeError, match="num_iters must be a Python int"):
+    with pytest.raises(TypeError, match="num_iters must be an int >= 0"):
         vat_direction(apply_fn, jnp.ones(3), key, num_iters=True)
     with pytest.raises(ValueError, match="epsilon must be >= 0"):
         vat_loss(apply_fn, jnp.ones(3), key, epsilon=-0.1)

@@ -222,6 +222,12 @@ def test_zero_centered_keeps_the_input_dtype(dtype):
     np.testing.assert_allclose(np.float32(got), _np_mlp_critic_penalty(w1, w2, x), rtol=5e-2)
 
 
+def test_zero_centered_empty_batch_is_zero():
+    w1, w2, _ = _critic_problem(25)
+    critic = lambda x: jnp.tanh(x @ w1) @ w2  # noqa: E731
+    assert float(zero_centered_gradient_penalty(critic, np.zeros((0, 3), np.float32))) == 0.0
+
+
 def test_zero_centered_errors():
     with pytest.raises(ValueError, match=r"d_fn\(x\) must have shape \(B,\)"):
         zero_centered_gradient_penalty(lambda x: x, jnp.ones((3, 2)))

@@ -92,17 +92,21 @@ def test_max_batch_size_stops_at_max_batch():
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,match,exc",
     [
-        ({"budget_bytes": 0}, "budget_bytes must be a positive int, got 0"),
-        ({"budget_bytes": -5}, "budget_bytes must be a positive int, got -5"),
-        ({"budget_bytes": 1.5e6}, "budget_bytes must be a positive int, got 1500000.0"),
-        ({"budget_bytes": 10**6, "multiple_of": 0}, "multiple_of must be a positive int"),
-        ({"budget_bytes": 10**6, "max_batch": -1}, "max_batch must be a positive int"),
+        ({"budget_bytes": 0}, "budget_bytes must be a positive int, got 0", ValueError),
+        ({"budget_bytes": -5}, "budget_bytes must be a positive int, got -5", ValueError),
+        ({"budget_bytes": 1.5e6}, "budget_bytes must be a positive int, got 1500000.0", TypeError),
+        (
+            {"budget_bytes": 10**6, "multiple_of": 0},
+            "multiple_of must be a positive int",
+            ValueError,
+        ),
+        ({"budget_bytes": 10**6, "max_batch": -1}, "max_batch must be a positive int", ValueError),
     ],
 )
-def test_max_batch_size_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_max_batch_size_bad_input(kwargs, match, exc):
+    with pytest.raises(exc, match=match):
         max_batch_size(_make, **kwargs)
 
 

@@ -148,7 +148,9 @@ def test_full_reduces_temp_memory_of_deep_mlp():
         ("everything", "unknown policy 'everything'.*'none', 'full', 'dots'", ValueError),
         ("save:", "at least one non-empty", ValueError),
         ((), "at least one non-empty", ValueError),
-        (("a", 3), "at least one non-empty", ValueError),
+        (("a", 3), "checkpoint names must be strings, got 3", TypeError),
+        (("a", ""), "at least one non-empty", ValueError),
+        (b"full", "expected a policy name", TypeError),
         (3, "expected a policy name.*got 3", TypeError),
     ],
 )
