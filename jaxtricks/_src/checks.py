@@ -238,3 +238,23 @@ def tree_matches(
             f"{_label(name, where)} must have the tree structure of {what}; got {got}, "
             f"expected {want}."
         )
+
+
+def prng_key(name: str, key: Any, *, where: str | None = None) -> Any:
+    """``key`` if it is one PRNG key: a typed key of shape ``()`` or a raw ``uint32`` key.
+
+    Raw keys are the legacy ``jax.random.PRNGKey`` arrays, ``(2,)`` (threefry) or ``(4,)``
+    (rbg). A batch of keys is an error: the caller ``vmap``\\ s over it.
+    """
+    label = _label(name, where)
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if np.shape(key) != ():
+            raise ValueError(
+                f"{label} must be a single PRNG key of shape (), got a batch of shape "
+                f"{tuple(np.shape(key))}; vmap over the keys instead."
+            )
+        return key
+    if dtype == jnp.uint32 and np.shape(key) in ((2,), (4,)):
+        return key
+    raise TypeError(f"{label} must be a PRNG key (jax.random.key(seed)), got {_short(key)}.")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtricks._src import checks
-from jaxtricks._src.numerics import safe_norm
+from jaxtricks._src.numerics import inverse_pow2_scale, safe_norm
 from jaxtricks.distances._transport import exact_cost, sinkhorn_cost
 
 _METHODS = ("sinkhorn", "exact")
@@ -58,18 +58,13 @@ def _check_pair(x, y, x_mask, y_mask, where: str):
 def _inverse_scale(*arrays_and_masks) -> jax.Array:
     """A power of two ``s`` bringing the largest valid magnitude into [0.5, 4) (1 for 0).
 
-    Multiplying by ``s`` changes no digit, so it only keeps squares and products of words
-    near 1e20 (float32) from overflowing and those near 1e-20 from underflowing. Dividing by
-    the peak itself would not do: XLA turns ``x / c`` into ``x * (1 / c)``, and ``1 / c`` is
-    flushed to 0 for ``c`` above about 8.5e37 in float32.
+    It keeps squares and products of words near 1e20 (float32) from overflowing and those
+    near 1e-20 from underflowing.
     """
     peak = 0.0
     for v, mask in arrays_and_masks:
         peak = jnp.maximum(peak, jnp.max(jnp.where(mask[:, None], jnp.abs(v), 0)))
-    finfo = jnp.finfo(arrays_and_masks[0][0].dtype)
-    _, exponent = jnp.frexp(peak)  # peak = m 2^e, m in [0.5, 1)
-    exponent = jnp.clip(exponent, finfo.minexp + 1, finfo.maxexp - 2)  # 2^-e stays normal
-    return jax.lax.stop_gradient(jnp.ldexp(jnp.ones((), finfo.dtype), -exponent))
+    return inverse_pow2_scale(jnp.asarray(peak, arrays_and_masks[0][0].dtype))
 
 
 def _both_present(x_valid: jax.Array, y_valid: jax.Array) -> jax.Array:

@@ -127,7 +127,7 @@ def grad_cache(
     def run(params, batch, key):
         _validate.inexact_leaves("params", params, where="grad_cache")
         if key is not None:
-            _validate.prng_key("key", key, where="grad_cache")
+            checks.prng_key("key", key, where="grad_cache")
         chunks = split_slices(batch, num_chunks, "batch", "num_chunks")
         check_embeddings(params, chunks, key)
         indices = jnp.arange(num_chunks)

@@ -17,8 +17,6 @@ import optax
 
 from jaxtricks._src import checks
 
-from . import _validate
-
 
 def mle_guided_update(
     key: jax.Array,
@@ -143,7 +141,7 @@ def mle_guided_update(
       https://kexue.fm/archives/7521
     """
     checks.callable_arg("loss_fn", loss_fn, where="mle_guided_update")
-    _validate.prng_key("key", key, where="mle_guided_update")
+    checks.prng_key("key", key, where="mle_guided_update")
     num_samples = checks.positive_int("num_samples", num_samples)
     checks.number("noise_scale", noise_scale, low=0, low_open=True)
     checks.number("temperature", temperature, low=0, low_open=True)

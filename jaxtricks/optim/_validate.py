@@ -79,20 +79,3 @@ def mask_tree(name: str, mask: Any, params: Any, *, prefix: bool, where: str | N
         ):
             raise TypeError(f"{label}{jtu.keystr(path)} must be a bool, got {describe(leaf)}.")
     return mask
-
-
-def prng_key(name: str, key: Any, *, where: str | None = None) -> None:
-    """Raises ``TypeError`` unless ``key`` is one PRNG key (typed, or a raw uint32 vector)."""
-    label = f"{where}: {name}" if where else name
-    dt = getattr(key, "dtype", None)
-    if dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
-        if np.shape(key) != ():
-            raise ValueError(f"{label} must be a single PRNG key, got shape {np.shape(key)}.")
-        return
-    if dt is not None and dt == jnp.uint32 and np.ndim(key) == 1:
-        return
-    raise TypeError(
-        f"{label} must be a PRNG key (jax.random.key(seed)), got {describe(key)}"
-        + (f" ({dt})" if dt is not None and np.ndim(key) == 0 else "")
-        + "."
-    )

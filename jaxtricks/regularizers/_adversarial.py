@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxtricks._src import checks
-from jaxtricks._src.numerics import compute_dtype, safe_norm
-from jaxtricks.regularizers._common import inverse_scale, prng_key, scalar
+from jaxtricks._src.checks import prng_key
+from jaxtricks._src.numerics import compute_dtype, inverse_pow2_scale, safe_norm
+from jaxtricks.regularizers._common import scalar
 
 
 def _check_epsilon(epsilon: Any) -> None:
@@ -100,7 +101,7 @@ def fgm_perturbation(grad: Any, epsilon: jax.typing.ArrayLike) -> Any:
     gs = [jnp.where(infinite, jnp.where(jnp.isinf(g), jnp.sign(g), 0), g) for g in gs]
     peak = jnp.where(infinite, 1, peak)
     nonzero = peak != 0  # NaN counts as nonzero: it propagates instead of giving zeros
-    scale = inverse_scale(peak)
+    scale = inverse_pow2_scale(peak)
     scaled = [g * scale for g in gs]
     # The norm of the per-leaf norms is the norm over every entry (empty leaves add nothing).
     leaf_norms = [safe_norm(g.ravel()) for g in scaled if g.size]

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxtricks._src import checks
+from jaxtricks._src.checks import prng_key
 from jaxtricks._src.numerics import compute_dtype
-from jaxtricks.regularizers._common import prng_key
 
 
 def _check_floating(name: str, x: jax.Array) -> None:

@@ -9,22 +9,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import pathlib
+import pkgutil
 import sys
 
 import probes
 
-FAMILIES = [
-    "optim",
-    "nn",
-    "activations",
-    "losses",
-    "regularizers",
-    "distances",
-    "embeddings",
-    "attribution",
-    "numerics",
-    "remat",
-]
+import jaxtricks
+
+# Every public family: the subpackages, less the command line's claims.
+FAMILIES = sorted(
+    m.name for m in pkgutil.iter_modules(jaxtricks.__path__) if not m.name.startswith("_")
+)
+FAMILIES.remove("reproduce")
 HERE = pathlib.Path(__file__).parent
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jax.extend import core as jex_core
+from jaxpr_checks import dot_precisions
 from scipy.optimize import linprog
 
 from jaxtricks.distances import (
@@ -245,21 +245,6 @@ def test_error_types():
         word_centroid_distance(np.ones((2, 3)), np.ones((2, 3)), y_mask=np.zeros(2, bool))
 
 
-def _dot_precisions(jaxpr) -> list:
-    """The precision of every dot_general in a jaxpr and its sub-jaxprs (loops, custom rules)."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if isinstance(sub, jex_core.ClosedJaxpr):
-                    found += _dot_precisions(sub.jaxpr)
-                elif isinstance(sub, jex_core.Jaxpr):
-                    found += _dot_precisions(sub)
-    return found
-
-
 @pytest.mark.parametrize("fn", DISTANCES + [word_centroid_distance, wrd_lower_bound])
 def test_cost_products_run_at_highest_precision(fn):
     # The CPU ignores the precision: read it from the jaxpr, forward and backward, even under a
@@ -267,8 +252,8 @@ def test_cost_products_run_at_highest_precision(fn):
     x, y = _small(10)
     highest = (jax.lax.Precision.HIGHEST,) * 2
     with jax.default_matmul_precision("bfloat16"):
-        for traced in (jax.make_jaxpr(fn)(x, y), jax.make_jaxpr(jax.grad(fn))(x, y)):
-            precisions = _dot_precisions(traced.jaxpr)
+        for f in (fn, jax.grad(fn)):
+            precisions = dot_precisions(f, x, y)
             assert precisions and all(p == highest for p in precisions), precisions
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from jax.extend import core as jex_core
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from jaxpr_checks import dot_precisions
 
 from jaxtricks.embeddings import Whitening, WhiteningStats, whitening_apply, whitening_fit
 
@@ -110,21 +110,6 @@ def test_normalize_gives_unit_vectors_at_any_scale(scale):
     np.testing.assert_allclose(y, want, rtol=2e-6)
 
 
-def _dot_precisions(jaxpr) -> list:
-    """The precision of every dot_general in a jaxpr and its sub-jaxprs."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if isinstance(sub, jex_core.ClosedJaxpr):
-                    found += _dot_precisions(sub.jaxpr)
-                elif isinstance(sub, jex_core.Jaxpr):
-                    found += _dot_precisions(sub)
-    return found
-
-
 HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
 
 
@@ -144,7 +129,7 @@ def test_statistics_and_projection_run_at_highest_precision(fn):
     # The CPU ignores the precision, so read it from the jaxpr, under a low default (TPU).
     x = jnp.asarray(_data(n=12), jnp.float32)
     with jax.default_matmul_precision("bfloat16"):
-        precisions = _dot_precisions(jax.make_jaxpr(fn)(x).jaxpr)
+        precisions = dot_precisions(fn, x)
     assert precisions and all(p == HIGHEST for p in precisions), precisions
 
 
@@ -152,8 +137,7 @@ def test_apply_precision_argument_is_passed_to_the_product():
     x = jnp.asarray(_data(n=12), jnp.float32)
     w = whitening_fit(x)
     for precision, want in [("default", jax.lax.Precision.DEFAULT), (None, None)]:
-        jaxpr = jax.make_jaxpr(lambda v, p=precision: whitening_apply(v, w, precision=p))(x)
-        got = _dot_precisions(jaxpr.jaxpr)
+        got = dot_precisions(whitening_apply, x, w, precision=precision)
         assert got == [None if want is None else (want, want)], got
 
 

@@ -97,7 +97,8 @@ def test_cosine_dense_matches_function_and_keeps_dtype(dtype):
     np.testing.assert_allclose(
         np.asarray(y, np.float64), ref, atol=1e-2 if dtype == jnp.bfloat16 else 1e-6
     )
-    np.testing.assert_allclose(nnx.jit(lambda m, a: m(a))(layer, x), y, rtol=1e-6)
+    # jit fuses differently: compare at the scale of the cosines (|y| <= 1), not relatively.
+    np.testing.assert_allclose(nnx.jit(lambda m, a: m(a))(layer, x), y, atol=1e-6)
     # Scale-free: rescaling inputs changes nothing.
     np.testing.assert_allclose(layer(x * 7), y, atol=1e-2 if dtype == jnp.bfloat16 else 1e-6)
 

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from jaxpr_checks import dot_precisions
 
 from jaxtricks.nn import (
     VQVAE,
@@ -346,24 +347,6 @@ def test_vqvae_shapes_and_plain_codebook():
     assert isinstance(model.vq.codebook, nnx.Param)
 
 
-def _dot_precisions(fn, *args):
-    """The precision of every dot_general in fn's jaxpr, nested jaxprs (map, vmap) included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                found.append(eqn.params["precision"])
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (tuple, list)) else (value,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        walk(inner)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
-
-
 HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
 
 
@@ -373,9 +356,9 @@ def test_distance_matmul_runs_at_highest_precision(chunk_size):
     # (bf16 on TPU, TF32 on GPUs) would flip near-ties between codes.
     z, codebook = jnp.ones((10, D)), jnp.ones((K, D))
     for fn in (nearest_codes, vector_quantize):
-        got = _dot_precisions(lambda z, c: fn(z, c, chunk_size=chunk_size), z, codebook)  # noqa: B023
+        got = dot_precisions(lambda z, c: fn(z, c, chunk_size=chunk_size), z, codebook)  # noqa: B023
         assert got and all(p == HIGHEST for p in got), got
-        low = _dot_precisions(
+        low = dot_precisions(
             lambda z, c: fn(z, c, chunk_size=chunk_size, precision="default"),  # noqa: B023
             z,
             codebook,
@@ -383,7 +366,7 @@ def test_distance_matmul_runs_at_highest_precision(chunk_size):
         assert low and all(p == (jax.lax.Precision.DEFAULT,) * 2 for p in low), low
     for cls in (VectorQuantizer, VectorQuantizerEMA):
         graphdef, state = nnx.split(cls(K, D, chunk_size=chunk_size, rngs=nnx.Rngs(0)))
-        got = _dot_precisions(lambda state, z: nnx.merge(graphdef, state)(z), state, z)  # noqa: B023
+        got = dot_precisions(lambda state, z: nnx.merge(graphdef, state)(z), state, z)  # noqa: B023
         assert got and all(p == HIGHEST for p in got), (cls, got)
 
 
