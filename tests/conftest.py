@@ -18,7 +18,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # JAX compiles on first call: no per-example deadline; few examples over fixed shapes.
 settings.register_profile(
     "jaxtricks",
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
