@@ -65,7 +65,7 @@ def loss_dtype(x: jax.Array) -> jnp.dtype:
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype("float32")
 
 
-def saturate(z: jax.Array, axis: int = -1) -> jax.Array:
+def saturate(z: jax.Array, axis: int = -1, top: jax.Array | None = None) -> jax.Array:
     """Rows of ``z`` whose largest entry is infinite, replaced by their softmax limit.
 
     Such a row becomes 0 at the entries equal to its maximum and -inf elsewhere: a softmax
@@ -74,7 +74,8 @@ def saturate(z: jax.Array, axis: int = -1) -> jax.Array:
     Rows with a finite maximum (and NaN rows) are unchanged; the replaced rows are
     constants, so their gradient is 0.
     """
-    top = jnp.max(z, axis=axis, keepdims=True, initial=-jnp.inf)  # empty rows too
+    if top is None:  # the row maximum; callers pass it when z holds part of a row (top k)
+        top = jnp.max(z, axis=axis, keepdims=True, initial=-jnp.inf)  # empty rows too
     infinite = jnp.isinf(top)
     limit = jnp.where(z == top, 0.0, -jnp.inf).astype(z.dtype)
     return jnp.where(infinite, limit, z)

@@ -15,6 +15,7 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from probes import probe, raises
+from references import ema_codebook_step
 
 from jaxtricks.nn import (
     CRF,
@@ -273,21 +274,6 @@ def test_statistics_of_the_wrong_shape_are_named_at_call():
 _apply = nnx.jit(lambda module, z: module(z))
 
 
-def _np_ema(size, total, previous, z, idx, decay, eps):
-    """One EMA step in float64: statistics and the Laplace-smoothed codebook (0/0 -> previous)."""
-    k = len(size)
-    counts = np.bincount(idx, minlength=k)
-    sums = np.zeros_like(total)
-    np.add.at(sums, idx, z)
-    size = decay * size + (1 - decay) * counts
-    total = decay * total + (1 - decay) * sums
-    n = size.sum()
-    smoothed = (size + eps) / (n + k * eps) * n if n + k * eps > 0 else np.zeros(k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        codebook = np.where(smoothed[:, None] > 0, total / smoothed[:, None], previous)
-    return size, total, codebook
-
-
 @probe("value", "nn.VectorQuantizerEMA", "nn.VQStatistics")
 @pytest.mark.parametrize("decay,num_rows", [(0.0, 0), (0.0, 4), (0.5, 4)])
 def test_ema_epsilon_zero_keeps_unused_codes(decay, num_rows):
@@ -298,7 +284,7 @@ def test_ema_epsilon_zero_keeps_unused_codes(decay, num_rows):
     vq.cluster_size[...] = jnp.asarray(size, jnp.float32)  # code 2: a zero EMA count
     z = np.array([[0.5, 0.0], [1.0, 0.5], [9.0, 9.0], [11.0, 10.0]])[:num_rows]
     _apply(vq, jnp.asarray(z, jnp.float32))
-    _, _, want = _np_ema(size, total, start, z, _np_nearest(z, start), decay, 0.0)
+    _, _, want = ema_codebook_step(size, total, start, z, _np_nearest(z, start), decay, 0.0)
     got = np.asarray(vq.codebook[...])
     assert np.all(np.isfinite(got))  # formerly 0/0 = NaN for code 2
     np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -312,8 +298,8 @@ def test_ema_empty_batch_keeps_statistics_finite():
     previous = np.asarray(vq.codebook[...], np.float64)
     out = _apply(vq, jnp.zeros((0, D)))
     assert float(out.loss) == 0.0 and float(out.perplexity) == 1.0
-    size, total, want = _np_ema(size, total, previous, np.zeros((0, D)), np.zeros(0, int), 0.9,
-                                1e-3)  # fmt: skip
+    empty_z, empty_idx = np.zeros((0, D)), np.zeros(0, int)
+    size, total, want = ema_codebook_step(size, total, previous, empty_z, empty_idx, 0.9, 1e-3)
     np.testing.assert_allclose(vq.cluster_size[...], size, rtol=1e-6)
     np.testing.assert_allclose(vq.codebook[...], want, rtol=1e-5)
 

@@ -10,6 +10,7 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from probes import probe, raises
+from references import rope64
 
 from jaxtricks.nn import (
     RoPEAttention,
@@ -67,20 +68,6 @@ def _exact_angles(positions, dim, base=10000.0):
             for p in positions
         ]
     )
-
-
-def _rope64(x, angles, layout):
-    """float64 rotation of x (..., T, N, H) by angles (T, H/2)."""
-    x = np.asarray(x, np.float64)
-    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
-    h = x.shape[-1]
-    if layout == "interleaved":
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2], out[..., 1::2] = a * c - b * s, b * c + a * s
-        return out
-    a, b = x[..., : h // 2], x[..., h // 2 :]
-    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
 
 
 # ------------------------------------------------------------------ sinusoidal_embedding
@@ -303,7 +290,7 @@ def test_rope_at_huge_positions_matches_exact_angles(layout, start, dtype):
     pos = np.arange(start, start + 8)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2, 16)), dtype)
     got = np.asarray(_rope(x, jnp.asarray(pos, jnp.int32), layout=layout).astype(jnp.float32))
-    want = _rope64(np.asarray(x, np.float64), _exact_angles(pos, 16), layout)
+    want = rope64(np.asarray(x, np.float64), _exact_angles(pos, 16), layout)
     rel = 2.0**-8 if dtype == jnp.bfloat16 else 0.0  # one bf16 rounding of the result
     assert np.all(np.abs(got - want) <= 1e-5 + rel * np.abs(want)), np.abs(got - want).max()
 
@@ -315,10 +302,7 @@ def test_rope_2d_at_huge_coordinates_matches_exact_angles(layout):
     x = np.random.default_rng(2).normal(size=(3, 1, 16))
     got = np.asarray(_rope_2d(jnp.asarray(x, jnp.float32), jnp.asarray(grid), layout=layout))
     want = np.concatenate(
-        [
-            _rope64(x[..., i * 8 : (i + 1) * 8], _exact_angles(grid[:, i], 8), layout)
-            for i in (0, 1)
-        ],
+        [rope64(x[..., i * 8 : (i + 1) * 8], _exact_angles(grid[:, i], 8), layout) for i in (0, 1)],
         axis=-1,
     )
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
